@@ -1,0 +1,1 @@
+"""Analysis: read an experiment directory offline and turn it into report tables."""

@@ -1,0 +1,163 @@
+"""Write report.md, trials.csv and best_config.yaml for an experiment directory.
+
+    visiontune report runs/classifier [--out DIR]
+
+The first table reproduces the seed's: rows "seed baseline", "seed custom" (one per seed point)
+and "tuned best"; train/validation numbers come from the epoch of the checkpoint that was tested.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from visiontune.analysis.results import Experiment, is_number, load_experiment
+
+from visiontune.layout import REPORT_DIR
+
+CLASSIFIER_COLUMNS = {
+    "train_loss": "Train Loss",
+    "train_acc": "Train Accuracy",
+    "val_loss": "Validation Loss",
+    "val_acc": "Validation Accuracy",
+    "test_loss": "Test Loss",
+    "test_acc": "Test Accuracy",
+}
+TABLE_COLUMNS = {"classifier": CLASSIFIER_COLUMNS}
+TOP_N = 10
+
+
+def _fmt(value: Any) -> str:
+    if is_number(value):
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def seed_table(experiment: Experiment) -> pd.DataFrame:
+    """The seed's table: one row per seed point, then the tuned best (from test_results.json)."""
+    columns = TABLE_COLUMNS[experiment.spec.task]
+    by_role = {row["role"]: row for row in experiment.test}
+    roles = [*experiment.spec.seeds, "tuned best"]
+    records = []
+    for role in roles:
+        row = by_role.get(role, {})
+        label = role if role == "tuned best" or role.startswith("seed") else f"seed {role}"
+        records.append({"": label, **{title: row.get(key) for key, title in columns.items()}})
+    return pd.DataFrame(records)
+
+
+def checkpoint_notes(experiment: Experiment) -> list[str]:
+    notes = []
+    for row in experiment.test:
+        notes.append(
+            f"- {row['role']}: trial `{row.get('trial_id')}`, checkpoint of epoch {row.get('epoch')}"
+        )
+    missing = [
+        r
+        for r in [*experiment.spec.seeds, "tuned best"]
+        if r not in {t["role"] for t in experiment.test}
+    ]
+    for role in missing:
+        notes.append(f"- {role}: no test result (trial errored, or the sweep did not finish)")
+    return notes
+
+
+def top_trials(experiment: Experiment, n: int = TOP_N) -> pd.DataFrame:
+    spec = experiment.spec
+    metrics = [
+        c for c in TABLE_COLUMNS[spec.task] if c in experiment.trials and not c.startswith("test")
+    ]
+    params = [f"config/{k}" for k in spec.search if f"config/{k}" in experiment.trials]
+    columns = ["trial_id", "status", "seed", "epochs", "best_epoch", *metrics, *params]
+    frame = experiment.trials[[c for c in columns if c in experiment.trials]].head(n)
+    return frame.rename(columns=lambda c: c.removeprefix("config/"))
+
+
+def sweep_lines(experiment: Experiment) -> list[str]:
+    trials = experiment.trials
+    counts = trials["status"].value_counts().to_dict()
+    summary = experiment.summary
+    wall = summary.get("wall_time_s")
+    lines = [
+        f"- trials: {len(trials)} (of num_samples {experiment.spec.num_samples})",
+        f"- finished all {experiment.spec.epochs} epochs: {counts.get('TERMINATED', 0)}; "
+        f"stopped early by {experiment.spec.scheduler['type'].upper()}: {counts.get('STOPPED', 0)}; "
+        f"errored: {counts.get('ERROR', 0)}; incomplete: {counts.get('INCOMPLETE', 0)}",
+        f"- wall time: {wall:.1f} s"
+        if is_number(wall)
+        else "- wall time: unknown (sweep did not finish)",
+        f"- concurrent slots: {summary.get('slots', '?')} at cpu={summary.get('cpus_per_trial', '?')}, "
+        f"gpu={summary.get('gpus_per_trial', '?')} per trial; metric: {experiment.spec.metric} "
+        f"({experiment.spec.mode})",
+    ]
+    for row in trials[trials["status"] == "ERROR"].itertuples():
+        lines.append(f"- errored trial `{row.trial_id}`: {row.error}")
+    return lines
+
+
+def best_config(experiment: Experiment) -> dict[str, Any] | None:
+    best = next((row for row in experiment.test if row["role"] == "tuned best"), None)
+    if best is None:
+        return None
+    match = experiment.trials[experiment.trials["trial_id"] == best["trial_id"]]
+    if match.empty:
+        return None
+    row = match.iloc[0]
+    return {c.removeprefix("config/"): _plain(row[c]) for c in row.index if c.startswith("config/")}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def render(experiment: Experiment) -> str:
+    spec = experiment.spec
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"# Sweep report: {experiment.path.name}",
+        f"Task `{spec.task}`, data `{spec.data_source}`, {spec.epochs} epochs per trial; written {stamp}.",
+        "## Seed configurations vs tuned best",
+        markdown_table(seed_table(experiment)),
+        "\n".join(checkpoint_notes(experiment)),
+        f"## Top {TOP_N} trials by {spec.metric} ({spec.mode})",
+        markdown_table(top_trials(experiment)),
+        "## Sweep",
+        "\n".join(sweep_lines(experiment)),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the report files; returns the output directory."""
+    experiment = load_experiment(experiment_dir)
+    out = Path(out_dir) if out_dir else experiment.path / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "report.md", render(experiment))
+    _atomic_write(out / "trials.csv", experiment.trials.to_csv(index=False))
+    config = best_config(experiment)
+    if config is not None:
+        header = (
+            f"# Best configuration of {experiment.path.name}: trial {experiment.test[-1]['trial_id']}\n"
+            f"# Reproduce: visiontune train {experiment.spec.path.name} --config best_config.yaml\n"
+        )
+        _atomic_write(out / "best_config.yaml", header + yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

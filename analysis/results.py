@@ -1,0 +1,132 @@
+"""Read a finished (or interrupted) experiment directory into DataFrames, with no Ray cluster.
+
+Everything comes from files in STORAGE/NAME: the resolved spec, each trial's params.json and
+result.json (read defensively: a killed run can leave a truncated last line), the trial status
+ledger, the sweep summary and the test-split results. "Best" is defined once, in `best_epoch`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from visiontune.errors import InputError
+from visiontune.layout import SPEC_FILE, STATUS_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.spec import SweepSpec, read_yaml, validate
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path
+    spec: SweepSpec
+    trials: pd.DataFrame  # one row per trial: id, status, seed, params, best-epoch metrics
+    history: pd.DataFrame  # every reported epoch of every trial
+    test: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def read_result_lines(path: Path) -> list[dict[str, Any]]:
+    """result.json rows; lines cut short by a crash are skipped, not fatal."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def best_epoch(history: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    """The epoch row a trial is judged by: its best `metric`, the latest such epoch on ties
+    (as the sweep's checkpoint retention keeps the newer of equally scored checkpoints)."""
+    values = history[metric].dropna() if metric in history else pd.Series(dtype=float)
+    if values.empty:
+        return None
+    values = values.iloc[::-1]
+    index = values.idxmax() if mode == "max" else values.idxmin()
+    return history.loc[index]
+
+
+def _status(entry: dict[str, Any] | None, epochs_done: int, budget: int) -> tuple[str, str]:
+    if entry and entry.get("status") not in (None, "RUNNING"):
+        return entry["status"], entry.get("error", "")
+    return ("TERMINATED" if epochs_done >= budget else "INCOMPLETE"), ""
+
+
+def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFrame]]:
+    ledger = _read_json(path / STATUS_FILE, {})
+    rows, histories = [], []
+    for trial_path in sorted(
+        p for p in path.iterdir() if p.is_dir() and (p / "params.json").exists()
+    ):
+        params = _read_json(trial_path / "params.json", {})
+        results = read_result_lines(trial_path / "result.json")
+        trial_id = results[0]["trial_id"] if results else trial_path.name.removeprefix("trial_")
+        history = pd.DataFrame(results)
+        if not history.empty:
+            history = history.drop_duplicates("training_iteration", keep="last")
+            history["trial_id"] = trial_id
+            histories.append(history)
+        status, error = _status(ledger.get(trial_id), len(history), spec.epochs)
+        row = {
+            "trial_id": trial_id,
+            "status": status,
+            "seed": spec.seed_name(params) or "",
+            "epochs": int(history["training_iteration"].max()) if not history.empty else 0,
+            "error": error,
+            "dir": trial_path.name,
+        }
+        best = best_epoch(history, spec.metric, spec.mode) if not history.empty else None
+        if best is not None:
+            row.update({"best_epoch": int(best["training_iteration"])})
+            row.update({k: best[k] for k in best.index if k in _metric_names(spec)})
+        row.update({f"config/{k}": v for k, v in params.items()})
+        rows.append(row)
+    return rows, histories
+
+
+def _metric_names(spec: SweepSpec) -> tuple[str, ...]:
+    from visiontune.trainables import load_task
+
+    return tuple(m for m in load_task(spec.task).METRICS if m != "epoch")
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path).expanduser().resolve()
+    if not (path / SPEC_FILE).is_file():
+        raise InputError(f"{path}: not a visiontune experiment directory (no {SPEC_FILE})")
+    spec = validate(read_yaml(path / SPEC_FILE), str(path / SPEC_FILE))
+    rows, histories = _trial_rows(path, spec)
+    if not rows:
+        raise InputError(f"{path}: no trials found (no trial directories with params.json)")
+    trials = pd.DataFrame(rows)
+    ascending = spec.mode == "min"
+    if spec.metric in trials:
+        trials = trials.sort_values(spec.metric, ascending=ascending, na_position="last")
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    return Experiment(
+        path=path,
+        spec=spec,
+        trials=trials.reset_index(drop=True),
+        history=history,
+        test=_read_json(path / TEST_FILE, []),
+        summary=_read_json(path / SUMMARY_FILE, {}),
+    )
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,355 @@
+"""Image classifier trainable: the seed's custom ResNet, Keras-style augmentation, Adam + step decay.
+
+Run one configuration without Ray: `visiontune train search_spaces/classifier.yaml`.
+Inside a sweep, Ray Tune calls `run(config, data)` once per trial; everything above `run` is plain
+PyTorch and is tested without Ray.
+
+Defaults are the seed's "custom" configuration (l2 1e-4, dropout 0.2 per ResBlock and 0.5 before
+the dense head, Adam 1e-4 decayed x0.1 after 50 epochs, Keras augmentation: rotation 40 deg, shifts
+0.2, shear 0.2 deg, zoom 0.2, horizontal flip, fill 'nearest'), at widths small enough for a CPU.
+Reported losses are cross-entropy without the l2 penalty, so trials with different l2 compare fairly.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visiontune.data.imagefolder import ImageDataset
+from visiontune.params import build_config, config_dict
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch")
+CHECKPOINT_FILE = "checkpoint.pt"
+ARCHITECTURES = {
+    # blocks per stage; each stage doubles the width and halves the resolution after the first.
+    "baseline": (2, 2, 2),  # the standard small ResNet (ResNet-20 layout at reduced width)
+    "custom": (1, 1, 1),  # the seed's trimmed ResNet: one block per stage
+}
+FILL_MODES = {"nearest": "border", "constant": "zeros", "reflect": "reflection"}
+
+
+@dataclass(frozen=True)
+class Config:
+    arch: str = "custom"
+    width: int = 16  # channels of the first stage
+    rotation: float = 40.0  # degrees, angle ~ U(-rotation, rotation)
+    width_shift: float = 0.2  # fraction of the width
+    height_shift: float = 0.2  # fraction of the height
+    shear: float = 0.2  # degrees (Keras semantics), angle ~ U(-shear, shear)
+    zoom: float = 0.2  # x and y zoom drawn independently from [1 - zoom, 1 + zoom]
+    horizontal_flip: bool = True
+    fill_mode: str = "nearest"
+    l2: float = 1e-4  # Keras kernel_regularizer l2(lambda): lambda * sum(w^2) over kernels
+    block_dropout: float = 0.2
+    head_dropout: float = 0.5
+    lr: float = 1e-4
+    lr_decay_epoch: int = 50  # the LR is multiplied by lr_decay_factor from this epoch on
+    lr_decay_factor: float = 0.1
+    batch_size: int = 32
+    epochs: int = 6
+    seed: int = 0  # weight init, shuffling and augmentation draws
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
+        if self.fill_mode not in FILL_MODES:
+            raise ValueError(
+                f"fill_mode must be one of {sorted(FILL_MODES)}, got {self.fill_mode!r}"
+            )
+        for name in ("block_dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("rotation", "width_shift", "height_shift", "shear", "zoom", "l2"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.zoom < 1:
+            raise ValueError(f"zoom must be in [0, 1), got {self.zoom!r}")
+        for name in ("width", "batch_size", "epochs", "lr_decay_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
+
+
+class ResBlock(nn.Module):
+    """conv-bn-relu-dropout-conv-bn plus a (projected) shortcut, then relu."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.drop(F.relu(self.bn1(self.conv1(x))))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def build_model(config: Config, in_channels: int, num_classes: int) -> nn.Module:
+    width = config.width
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    ]
+    cin = width
+    for stage, blocks in enumerate(ARCHITECTURES[config.arch]):
+        cout = width * 2**stage
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers.append(ResBlock(cin, cout, stride, config.block_dropout))
+            cin = cout
+    layers += [
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(config.head_dropout),
+        nn.Linear(cin, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+def build_augmentation(config: Config) -> nn.Module:
+    """Keras ImageDataGenerator semantics, batched with per-image parameters (kornia)."""
+    ops: list[nn.Module] = []
+    if config.horizontal_flip:
+        ops.append(K.RandomHorizontalFlip(p=0.5))
+    geometric = (
+        config.rotation,
+        config.width_shift,
+        config.height_shift,
+        config.shear,
+        config.zoom,
+    )
+    if any(geometric):
+        lo, hi = 1.0 - config.zoom, 1.0 + config.zoom
+        ops.append(
+            K.RandomAffine(
+                degrees=config.rotation,
+                translate=(config.width_shift, config.height_shift),
+                scale=(lo, hi, lo, hi),
+                shear=config.shear,
+                padding_mode=FILL_MODES[config.fill_mode],
+                p=1.0,  # Keras transforms every image; kornia's default is p=0.5
+            )
+        )
+    return nn.Sequential(*ops)
+
+
+def build_optimizer(
+    model: nn.Module, config: Config
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam with Keras l2 on kernels only: d/dw (lambda * w^2) = 2 * lambda * w, i.e. Adam's
+    (coupled) weight_decay = 2 * lambda on conv/dense weights, none on biases and BatchNorm."""
+    kernels = [p for p in model.parameters() if p.ndim > 1]
+    others = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.Adam(
+        [
+            {"params": kernels, "weight_decay": 2.0 * config.l2},
+            {"params": others, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[config.lr_decay_epoch], gamma=config.lr_decay_factor
+    )
+    return optimizer, scheduler
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float in [0, 1] (augmentation works in pixel space, as Keras does)."""
+    return images.float().div_(255.0)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    augment: nn.Module,
+    normalize: nn.Module,
+    batch_size: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One pass over `images` (uint8, already on the training device) in shuffled batches."""
+    model.train()
+    device = images.device
+    order = torch.randperm(len(labels), generator=generator).to(device)
+    total_loss, correct = 0.0, 0
+    for idx in order.split(batch_size):
+        x = normalize(augment(to_input(images[idx])))
+        y = labels[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+    mean_loss = total_loss / len(labels)
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"train_loss became {mean_loss} (diverged; try a lower lr)")
+    return {"train_loss": mean_loss, "train_acc": correct / len(labels)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalize: nn.Module,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy, no augmentation, eval mode."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        x = normalize(to_input(images[start : start + batch_size]))
+        y = labels[start : start + batch_size]
+        logits = model(x)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    return {"loss": total_loss / max(len(labels), 1), "acc": correct / max(len(labels), 1)}
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Session:
+    """One configuration's training state: model, optimizer, LR schedule, RNG, epoch counter.
+
+    Plain PyTorch; `run` (Ray Tune) and `visiontune train` both drive it one epoch at a time.
+    """
+
+    def __init__(self, config: Config, data: ImageDataset, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model = build_model(config, data.channels, len(data.classes)).to(self.device)
+        self.optimizer, self.scheduler = build_optimizer(self.model, config)
+        self.augment = build_augmentation(config).to(self.device)
+        self.normalize = Normalize(data.mean, data.std).to(self.device)
+        self.tensors = {
+            name: (
+                torch.from_numpy(split.images.copy()).to(self.device),
+                torch.from_numpy(split.labels.copy()).to(self.device),
+            )
+            for name, split in data.splits.items()
+        }
+        self.epoch = 0
+
+    def train_epoch(self) -> dict[str, float]:
+        """Train one epoch, evaluate on val, step the LR schedule; returns the epoch's metrics."""
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        images, labels = self.tensors["train"]
+        train = train_one_epoch(
+            self.model,
+            images,
+            labels,
+            self.optimizer,
+            self.augment,
+            self.normalize,
+            self.config.batch_size,
+            self.generator,
+        )
+        val = self.evaluate("val")
+        self.scheduler.step()
+        self.epoch += 1
+        return {
+            **train,
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "lr": lr,
+            "epoch": self.epoch,
+            "images_per_s": len(labels) / (time.perf_counter() - start),
+        }
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        images, labels = self.tensors[split]
+        return evaluate(self.model, images, labels, self.normalize)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "rng": {"torch": torch.get_rng_state(), "shuffle": self.generator.get_state()},
+            "config": config_dict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["shuffle"])
+
+    def save(self, path: Path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def load_session(checkpoint_dir: str | Path, data: ImageDataset, device: str = "cpu") -> Session:
+    """Rebuild a Session from a checkpoint directory written by `run` (config included)."""
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    state = torch.load(path, map_location=device, weights_only=True)
+    session = Session(build_config(Config, state["config"], str(path)), data, device)
+    session.load_state_dict(state)
+    return session
+
+
+def evaluate_checkpoint(checkpoint_dir: str | Path, data: ImageDataset, split: str) -> dict:
+    """`<split>_loss` and `<split>_acc` of a saved checkpoint (used for the test table)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    session = load_session(checkpoint_dir, data, device)
+    return {f"{split}_{key}": value for key, value in session.evaluate(split).items()}
+
+
+def run(config: dict[str, Any], data: ImageDataset) -> None:
+    """Ray Tune entry point: train epochs, report metrics and a checkpoint after each one."""
+    from ray import tune
+
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    session = Session(build_config(Config, config, "trial config"), data, device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            session.load(Path(directory) / CHECKPOINT_FILE)
+    while session.epoch < session.config.epochs:
+        metrics = session.train_epoch()
+        with tempfile.TemporaryDirectory() as directory:
+            session.save(Path(directory) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

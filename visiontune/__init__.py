@@ -1,0 +1,3 @@
+"""visiontune: Ray Tune + Optuna hyperparameter sweeps for vision models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""visiontune command line: tune, report, train, data make.
+
+    visiontune tune search_spaces/classifier.yaml            # sweep, then print the report table
+    visiontune report runs/classifier                        # report.md, trials.csv, best_config.yaml
+    visiontune train search_spaces/classifier.yaml --config runs/classifier/report/best_config.yaml
+    visiontune data make ir-solar-modules --out DIR
+
+Bad input exits with code 2 and one line on stderr naming the file, key and value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from visiontune.errors import InputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visiontune", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tune = sub.add_parser("tune", help="run a hyperparameter sweep on Ray Tune")
+    tune.add_argument("space", help="sweep spec YAML, e.g. search_spaces/classifier.yaml")
+    tune.add_argument("--num-samples", type=int, help="trials in total (seed points included)")
+    tune.add_argument("--max-epochs", type=int, help="epoch budget per trial (ASHA's max_t)")
+    tune.add_argument("--data", help="ImageFolder directory (overrides data.source)")
+    tune.add_argument("--storage", default="./runs", help="where experiments live (default ./runs)")
+    tune.add_argument("--name", help="experiment name (default: the spec's name or file stem)")
+    tune.add_argument(
+        "--address", help="attach to a running Ray cluster (auto, HOST:PORT, ray://...)"
+    )
+    tune.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial")
+    tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
+    tune.add_argument("--max-concurrent", type=int, help="trials at once (default: every slot)")
+    tune.add_argument("--seed", type=int, help="searcher seed")
+    tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                      help="fix a trainable parameter for every trial (repeatable)")  # fmt: skip
+
+    report = sub.add_parser("report", help="write report.md, trials.csv, best_config.yaml")
+    report.add_argument("experiment", help="experiment directory STORAGE/NAME")
+    report.add_argument("--out", help="output directory (default STORAGE/NAME/report)")
+
+    train = sub.add_parser("train", help="train one configuration without a search")
+    train.add_argument("space", help="sweep spec YAML (its fixed settings and data)")
+    train.add_argument(
+        "--config", help="YAML of parameter values, e.g. a report's best_config.yaml"
+    )
+    train.add_argument("--data", help="ImageFolder directory (overrides data.source)")
+    train.add_argument("--max-epochs", type=int, help="epochs to train")
+    train.add_argument("--out", help="directory for checkpoint.pt and metrics.json")
+    train.add_argument(
+        "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE"
+    )
+
+    data = sub.add_parser("data", help="embedded datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    make = data_sub.add_parser("make", help="write an embedded dataset as an ImageFolder tree")
+    make.add_argument("dataset", help="ir-solar-modules")
+    make.add_argument("--out", required=True, help="output directory (must not exist)")
+    make.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _abs_data(value: str | None) -> str | None:
+    return str(Path(value).expanduser().resolve()) if value else None
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from visiontune.data import load_dataset
+    from visiontune.spec import load_spec
+    from visiontune.sweep import experiment_dir, keep_ray_on_loopback
+
+    overrides = {
+        "num_samples": args.num_samples,
+        "max_epochs": args.max_epochs,
+        "data": _abs_data(args.data),
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "max_concurrent": args.max_concurrent,
+        "seed": args.seed,
+    }
+    spec = load_spec(args.space, overrides, args.assignments)
+    name = args.name or spec.name
+    if experiment_dir(args.storage, name).exists():
+        raise InputError(
+            f"{experiment_dir(args.storage, name)}: experiment already exists; use another --name"
+        )
+    data = load_dataset(spec.data_source, spec.image_size, spec.split_seed)
+    if not args.address:
+        keep_ray_on_loopback()
+    from visiontune.analysis.report import markdown_table, seed_table, write_report
+    from visiontune.analysis.results import load_experiment
+    from visiontune.sweep import run_sweep
+
+    exp_dir = run_sweep(spec, data, args.storage, name, args.address)
+    out = write_report(exp_dir)
+    print(f"\nExperiment: {exp_dir}\nReport:     {out / 'report.md'}\n")
+    print(markdown_table(seed_table(load_experiment(exp_dir))))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from visiontune.analysis.report import write_report
+
+    out = write_report(args.experiment, args.out)
+    print((out / "report.md").read_text())
+    print(f"Written: {out}/report.md, trials.csv, best_config.yaml")
+    return 0
+
+
+def _train_config(spec: Any, config_path: str | None) -> dict[str, Any]:
+    from visiontune.spec import read_yaml
+
+    values = dict(spec.fixed)
+    if spec.seeds:
+        values.update(next(iter(spec.seeds.values())))
+    if config_path:
+        values.update(read_yaml(config_path))
+        for key in spec.raw.get("fixed") or {}:  # command-line pins beat the file
+            values[key] = spec.fixed[key]
+    return values
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from visiontune.data import load_dataset
+    from visiontune.params import build_config
+    from visiontune.spec import load_spec
+    from visiontune.trainables import load_task
+
+    overrides = {"max_epochs": args.max_epochs, "data": _abs_data(args.data)}
+    spec = load_spec(args.space, overrides, args.assignments)
+    task = load_task(spec.task)
+    config = build_config(task.Config, _train_config(spec, args.config), args.config or args.space)
+    out = Path(args.out).expanduser().resolve() if args.out else None
+    if out and (out / "checkpoint.pt").exists():
+        raise InputError(f"{out}: already holds a checkpoint.pt; choose another --out")
+    data = load_dataset(spec.data_source, spec.image_size, spec.split_seed)
+    session = task.Session(config, data)
+    history = []
+    print(" ".join(f"{m:>10}" for m in task.METRICS))
+    while session.epoch < config.epochs:
+        metrics = session.train_epoch()
+        history.append(metrics)
+        print(" ".join(f"{metrics[m]:>10.4g}" for m in task.METRICS), flush=True)
+    test = {f"test_{k}": v for k, v in session.evaluate("test").items()}
+    print(" ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        session.save(out / "checkpoint.pt")
+        (out / "metrics.json").write_text(json.dumps({"history": history, **test}, indent=1))
+        print(f"Written: {out}/checkpoint.pt, metrics.json")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from visiontune.data import make_embedded
+
+    start = time.perf_counter()
+    path = make_embedded(args.dataset, Path(args.out).expanduser(), seed=args.seed)
+    print(f"Written {args.dataset} to {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+COMMANDS = {"tune": cmd_tune, "report": cmd_report, "train": cmd_train, "data": cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"visiontune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

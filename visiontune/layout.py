@@ -1,0 +1,13 @@
+"""Names of the files visiontune writes in an experiment directory STORAGE/NAME.
+
+The directory is the product: it can be copied, opened in TensorBoard (`tensorboard --logdir`),
+read by optuna-dashboard (`sqlite:///STORAGE/NAME/optuna.db`) and reported on anywhere.
+"""
+
+SPEC_FILE = "spec.yaml"  # the spec as resolved (YAML + command-line overrides)
+DATASET_FILE = "dataset.json"  # classes, channels, image size and split counts of the data used
+STUDY_FILE = "optuna.db"  # the Optuna study (SQLite)
+STATUS_FILE = "trial_status.json"  # per-trial state: RUNNING, TERMINATED, STOPPED (early), ERROR
+TEST_FILE = "test_results.json"  # test-split evaluation of the seed and tuned-best checkpoints
+SUMMARY_FILE = "sweep.json"  # size, wall time, slots, resources of the sweep
+REPORT_DIR = "report"  # default output of `visiontune report`

@@ -1,0 +1,297 @@
+"""Assemble and run a Ray Tune sweep from a validated SweepSpec (the Ray edge of the project).
+
+Flow: the spec and the dataset are validated and decoded before anything is written; then the
+experiment directory STORAGE/NAME gets the resolved spec, the Optuna study (SQLite) and Ray's trial
+directories; after the sweep the best trial's best checkpoint and the seed configurations'
+checkpoints are evaluated on the test split, and a summary is written for `visiontune report`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from visiontune.errors import InputError
+from visiontune.layout import DATASET_FILE, SPEC_FILE, STUDY_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.spec import SweepSpec
+
+
+def keep_ray_on_loopback() -> None:
+    """Must run before `import ray`: a local Ray then binds every node to 127.0.0.1."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # A checkpoint every epoch with num_to_keep=1 forces a (cheap, local) state snapshot each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def experiment_dir(storage: str | os.PathLike, name: str) -> Path:
+    return Path(storage).expanduser().resolve() / name
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    if spec.scheduler["type"] == "fifo":
+        return FIFOScheduler()
+
+    class SeedProtectingASHA(ASHAScheduler):
+        """ASHA that records seed trials in its rungs but never stops them: the seed
+        configurations are the reference rows of the report and must train their full budget."""
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if spec.seed_name(trial.config) is not None and decision == TrialScheduler.STOP:
+                return TrialScheduler.CONTINUE
+            return decision
+
+    return SeedProtectingASHA(
+        time_attr="training_iteration",
+        metric=spec.metric,
+        mode=spec.mode,
+        max_t=spec.epochs,
+        grace_period=spec.scheduler["grace_period"],
+        reduction_factor=spec.scheduler["reduction_factor"],
+    )
+
+
+def _searcher(spec: SweepSpec, study_path: Path, study_name: str) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    budget = spec.epochs
+
+    class PruneAwareOptunaSearch(OptunaSearch):
+        """Tells Optuna that a trial ASHA stopped early was PRUNED (Ray records it as COMPLETE with
+        its partial score, which TPE would then model as a final score)."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            stopped_early = (
+                not error
+                and result is not None
+                and result.get("training_iteration", budget) < budget
+                and trial_id not in self._completed_trials
+            )
+            if not stopped_early:
+                return super().on_trial_complete(trial_id, result, error)
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+
+    seed = spec.searcher["seed"]
+    if spec.searcher["type"] == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=spec.searcher["n_startup_trials"]
+        )
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_path}")
+    return PruneAwareOptunaSearch(
+        space={name: dist.to_optuna() for name, dist in spec.search.items()},
+        metric=spec.metric,
+        mode=spec.mode,
+        points_to_evaluate=[dict(point) for point in spec.seeds.values()] or None,
+        sampler=sampler,
+        study_name=study_name,
+        storage=storage,
+    )
+
+
+def cluster_slots(spec: SweepSpec) -> int:
+    """Trials that fit at once; fails fast when the per-trial request fits no node."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    slots = 0
+    for node in nodes:
+        res = node.get("Resources", {})
+        per_node = math.floor(res.get("CPU", 0) / spec.cpus_per_trial + 1e-9)
+        if spec.gpus_per_trial:
+            per_node = min(per_node, math.floor(res.get("GPU", 0) / spec.gpus_per_trial + 1e-9))
+        slots += per_node
+    if slots == 0:
+        have = [
+            {k: v for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU")} for n in nodes
+        ]
+        raise InputError(
+            f"resources: a trial asks for cpu={spec.cpus_per_trial} gpu={spec.gpus_per_trial} "
+            f"but no node has that much (nodes: {have}); lower --cpus-per-trial/--gpus-per-trial"
+        )
+    return slots
+
+
+def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slots: int) -> Any:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from visiontune.callbacks import TensorBoardCallback, TrialStatusCallback
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our TensorBoard logger replaces Ray's
+    trainable = tune.with_resources(
+        tune.with_parameters(task.run, data=data),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    callbacks = [
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+        TensorBoardCallback(exp_dir, spec.fixed, spec.search, task.METRICS),
+        TrialStatusCallback(exp_dir, spec.epochs),
+    ]
+    run_config = tune.RunConfig(
+        name=exp_dir.name,
+        storage_path=str(exp_dir.parent),
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1,  # the best by the metric; Ray also always keeps the latest (for restore)
+            checkpoint_score_attribute=spec.metric,
+            checkpoint_score_order=spec.mode,
+        ),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=_searcher(spec, exp_dir / STUDY_FILE, exp_dir.name),
+        scheduler=_scheduler(spec),
+        num_samples=spec.num_samples,
+        max_concurrent_trials=spec.max_concurrent or slots,
+        reuse_actors=True,
+        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+    )
+    return tune.Tuner(
+        trainable, param_space=dict(spec.fixed), tune_config=tune_config, run_config=run_config
+    )
+
+
+def better(a: float, b: float | None, mode: str, ties: bool = False) -> bool:
+    """Whether score `a` beats `b` under `mode` (with `ties`, an equal score wins too)."""
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return True
+    if ties and a == b:
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict] | None:
+    """The trial's best kept checkpoint, the later epoch on ties (as analysis.best_epoch)."""
+    best = None
+    kept = sorted(result.best_checkpoints or [], key=lambda item: item[1].get("training_iteration", 0))
+    for checkpoint, metrics in kept:
+        value = metrics.get(metric)
+        if value is not None and (best is None or better(value, best[1][metric], mode, ties=True)):
+            best = (checkpoint, metrics)
+    return best
+
+
+def test_evaluations(spec: SweepSpec, results: Any) -> list[dict[str, Any]]:
+    """Which checkpoints the test table needs: each seed configuration's and the tuned best's."""
+    picks: list[tuple[str, Any]] = []
+    best_value, best_result = None, None
+    for result in results:
+        if result.error is not None:
+            continue
+        found = _best_checkpoint(result, spec.metric, spec.mode)
+        if found is None:
+            continue
+        name = spec.seed_name(result.config)
+        if name is not None:
+            picks.append((name, result))
+        if best_value is None or better(found[1][spec.metric], best_value, spec.mode):
+            best_value, best_result = found[1][spec.metric], result
+    if best_result is not None:
+        picks.append(("tuned best", best_result))
+    return [
+        {"role": role, "result": result, "pick": _best_checkpoint(result, spec.metric, spec.mode)}
+        for role, result in picks
+    ]
+
+
+def evaluate_on_test(spec: SweepSpec, task: ModuleType, data: Any, results: Any) -> list[dict]:
+    """Evaluate the chosen checkpoints on the test split as Ray tasks with a trial's resources."""
+    import ray
+
+    @ray.remote
+    def evaluate(checkpoint: Any, data: Any) -> dict[str, float]:
+        with checkpoint.as_directory() as directory:
+            return task.evaluate_checkpoint(directory, data, "test")
+
+    remote = evaluate.options(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial)
+    data_ref = ray.put(data)
+    picks = test_evaluations(spec, results)
+    futures = [remote.remote(item["pick"][0], data_ref) for item in picks]
+    rows = []
+    for item, test in zip(picks, ray.get(futures), strict=True):
+        metrics = item["pick"][1]
+        row = {
+            "role": item["role"],
+            "trial_id": metrics.get("trial_id"),
+            "epoch": metrics.get("epoch"),
+        }
+        row.update({k: metrics.get(k) for k in task.METRICS if k not in ("epoch",)})
+        row.update(test)
+        rows.append(row)
+    return rows
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _start_ray(address: str | None, spec: SweepSpec) -> bool:
+    """Attach to `address`, or start an embedded local Ray. Returns True if we started it."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def run_sweep(
+    spec: SweepSpec, data: Any, storage: str | os.PathLike, name: str, address: str | None = None
+) -> Path:
+    """Run the sweep; returns the experiment directory. `data` is the decoded dataset."""
+    import ray
+
+    from visiontune.trainables import load_task
+
+    task = load_task(spec.task)
+    exp_dir = experiment_dir(storage, name)
+    if exp_dir.exists():
+        raise InputError(f"{exp_dir}: experiment already exists; choose another --name")
+    started_ray = _start_ray(address, spec)
+    try:
+        slots = cluster_slots(spec)
+        exp_dir.mkdir(parents=True)
+        (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
+        _write_json(exp_dir / DATASET_FILE, data.summary())
+        tuner = build_tuner(spec, task, data, exp_dir, slots)
+        start = time.time()
+        results = tuner.fit()
+        wall = time.time() - start
+        test_rows = evaluate_on_test(spec, task, data, results)
+        _write_json(exp_dir / TEST_FILE, test_rows)
+        _write_json(
+            exp_dir / SUMMARY_FILE,
+            {
+                "name": name,
+                "task": spec.task,
+                "started": start,
+                "wall_time_s": wall,
+                "num_trials": len(results),
+                "errored": sum(1 for r in results if r.error is not None),
+                "slots": spec.max_concurrent or slots,
+                "cpus_per_trial": spec.cpus_per_trial,
+                "gpus_per_trial": spec.gpus_per_trial,
+                "address": address or "local",
+                "ray_version": ray.__version__,
+            },
+        )
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return exp_dir
