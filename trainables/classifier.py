@@ -199,15 +199,15 @@ def train_one_epoch(
         y = labels[idx]
         logits = model(x)
         loss = F.cross_entropy(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):  # stop at once: every later step would be wasted
+            raise FloatingPointError(f"train_loss became {value} (diverged; try a lower lr)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(idx)
+        total_loss += value * len(idx)
         correct += int((logits.argmax(1) == y).sum())
-    mean_loss = total_loss / len(labels)
-    if not math.isfinite(mean_loss):
-        raise FloatingPointError(f"train_loss became {mean_loss} (diverged; try a lower lr)")
-    return {"train_loss": mean_loss, "train_acc": correct / len(labels)}
+    return {"train_loss": total_loss / len(labels), "train_acc": correct / len(labels)}
 
 
 @torch.no_grad()
@@ -280,6 +280,8 @@ class Session:
             self.generator,
         )
         val = self.evaluate("val")
+        if not math.isfinite(val["loss"]):
+            raise FloatingPointError(f"val_loss became {val['loss']} (diverged; try a lower lr)")
         self.scheduler.step()
         self.epoch += 1
         return {

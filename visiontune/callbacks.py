@@ -200,6 +200,7 @@ class TrialStatusCallback(Callback):
         self._update(trial, status="TERMINATED" if done >= self.epochs else "STOPPED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = str(getattr(trial, "error_message", None) or "")
-        lines = [line for line in error.strip().splitlines() if line.strip()]
+        error_file = trial.error_file  # Ray writes the trial's traceback there before this call
+        error = Path(error_file).read_text() if error_file and Path(error_file).exists() else ""
+        lines = [line.strip() for line in error.splitlines() if line.strip()]
         self._update(trial, status="ERROR", error=lines[-1] if lines else "unknown error")

@@ -35,6 +35,15 @@ DISTRIBUTIONS = {
 SCHEDULERS = {"asha": {"grace_period", "reduction_factor"}, "fifo": set()}
 SEARCHERS = {"optuna_tpe": {"seed", "n_startup_trials"}, "random": {"seed"}}
 EMBEDDED_DATA = ("ir-solar-modules",)
+OVERRIDE_PATHS = {  # command-line option -> where it lands in the spec
+    "num_samples": ("num_samples",),
+    "max_epochs": ("fixed", "epochs"),
+    "data": ("data", "source"),
+    "cpus_per_trial": ("resources", "cpu"),
+    "gpus_per_trial": ("resources", "gpu"),
+    "max_concurrent": ("max_concurrent",),
+    "seed": ("searcher", "seed"),
+}
 
 
 @dataclass(frozen=True)
@@ -143,31 +152,30 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(
-    raw: dict[str, Any], overrides: Mapping[str, Any], assignments: Sequence[str]
+    raw: dict[str, Any], overrides: Mapping[str, Any], assignments: Sequence[str], where: str = ""
 ) -> dict:
     """Return a copy of `raw` with CLI options and `--set KEY=VALUE` pins applied."""
     raw = copy.deepcopy(raw)
-    paths = {
-        "num_samples": ("num_samples",),
-        "max_epochs": ("fixed", "epochs"),
-        "data": ("data", "source"),
-        "cpus_per_trial": ("resources", "cpu"),
-        "gpus_per_trial": ("resources", "gpu"),
-        "max_concurrent": ("max_concurrent",),
-        "seed": ("searcher", "seed"),
-    }
+    if isinstance(raw.get("data"), str):
+        raw["data"] = {"source": raw["data"]}
     for option, value in overrides.items():
         if value is None:
             continue
+        *parents, leaf = OVERRIDE_PATHS[option]
         target = raw
-        *parents, leaf = paths[option]
         for parent in parents:
-            if not isinstance(target.get(parent), dict):
-                target[parent] = (
-                    {} if parent not in target or target[parent] is None else target[parent]
-                )
+            if target.get(parent) is None:
+                target[parent] = {}
+            if not isinstance(target[parent], dict):
+                raise InputError(f"{where}: {parent}: expected a mapping, got {target[parent]!r}")
             target = target[parent]
         target[leaf] = value
+    scheduler = raw.get("scheduler")
+    if overrides.get("max_epochs") is not None and isinstance(scheduler, dict):
+        # A shorter budget asked for on the command line shortens the grace period with it.
+        grace = scheduler.get("grace_period")
+        if isinstance(grace, int) and grace > overrides["max_epochs"]:
+            scheduler["grace_period"] = overrides["max_epochs"]
     for text in assignments:
         key, value = parse_assignment(text)
         search = raw.get("search") or {}
@@ -413,5 +421,15 @@ def load_spec(
     path: str | Path, overrides: Mapping[str, Any] | None = None, assignments: Sequence[str] = ()
 ) -> SweepSpec:
     """Read, override and validate a spec file."""
-    raw = apply_overrides(read_yaml(path), overrides or {}, assignments)
+    raw = read_yaml(path)
+    if assignments:  # named by the flag, not the file, when a pin itself is wrong
+        from visiontune.trainables import load_task
+
+        config_cls = load_task(raw.get("task"), f"{path}: task").Config
+        for text in assignments:
+            try:
+                build_config(config_cls, dict([parse_assignment(text)]), "fixed")
+            except InputError as exc:
+                raise InputError(f"--set {text}: {str(exc).split(': ', 1)[1]}") from None
+    raw = apply_overrides(raw, overrides or {}, assignments, str(path))
     return validate(raw, str(path))

@@ -35,6 +35,7 @@ import math
 import os
 import pathlib
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,8 +79,8 @@ _AMPLITUDE: dict[str, tuple[float, float]] = {
     "Cracking": (3.0, 6.0),
     "Diode": (1.5, 3.5),
     "Diode-Multi": (1.5, 3.5),
-    "Hot-Spot": (5.0, 11.0),
-    "Hot-Spot-Multi": (4.0, 9.0),
+    "Hot-Spot": (8.0, 16.0),
+    "Hot-Spot-Multi": (7.0, 14.0),
     "Offline-Module": (3.0, 7.0),
     "Shadowing": (2.0, 5.0),
     "Soiling": (2.5, 5.0),
@@ -87,8 +88,11 @@ _AMPLITUDE: dict[str, tuple[float, float]] = {
 }
 
 _HEIGHT, _WIDTH = IMAGE_SHAPE
+# Pixel left/top edges, shared by every render; read-only so no render can corrupt the next.
 _ROW_EDGE = np.arange(_HEIGHT, dtype=float)[:, None]
 _COL_EDGE = np.arange(_WIDTH, dtype=float)[None, :]
+_ROW_EDGE.flags.writeable = False
+_COL_EDGE.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -212,9 +216,8 @@ def _expose(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     blurred = _blur(scene + rng.normal(0.0, 1.4 * sigma, IMAGE_SHAPE), rng.uniform(0.12, 0.28))
     noise = rng.normal(0.0, 0.6 * sigma, IMAGE_SHAPE)
     # Microbolometers have per-row and per-column offsets that flat-field correction misses.
-    stripes = rng.normal(0.0, 0.25 * sigma, (_HEIGHT, 1)) + rng.normal(
-        0.0, 0.25 * sigma, (1, _WIDTH)
-    )
+    row_offsets = rng.normal(0.0, 0.25 * sigma, (_HEIGHT, 1))
+    stripes = row_offsets + rng.normal(0.0, 0.25 * sigma, (1, _WIDTH))
     return np.clip(np.rint(blurred + noise + stripes), 0, 255).astype(np.uint8)
 
 
@@ -403,11 +406,14 @@ def generate(
 
 
 def _split_counts(size: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """How many of one class's images go to train, val and test; rounding slack goes to train."""
     val, test = (round(size * f) for f in fractions[1:])
     if size >= 3:
         # Every split needs each class, even a class too rare to earn one image by rounding.
-        val, test = (max(1, n) if f > 0 else n for n, f in zip((val, test), fractions[1:]))
-    while size - val - test < min(size, 1):
+        val = max(val, 1) if fractions[1] > 0 else val
+        test = max(test, 1) if fractions[2] > 0 else test
+    keep_train = 1 if fractions[0] > 0 and size > 0 else 0
+    while val + test > size - keep_train:
         val, test = (val - 1, test) if val >= test else (val, test - 1)
     return size - val - test, val, test
 
@@ -427,11 +433,10 @@ def split_indices(
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         train, val, _ = _split_counts(members.size, fracs)
-        for name, chunk in zip(SPLITS, np.split(members, [train, train + val])):
+        for name, chunk in zip(SPLITS, np.split(members, [train, train + val]), strict=True):
             parts[name].append(chunk)
-    return {
-        name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()
-    }
+    empty = np.empty(0, dtype=np.int64)
+    return {name: np.sort(np.concatenate([empty, *chunks])) for name, chunks in parts.items()}
 
 
 def _refuse_existing(target: pathlib.Path) -> None:
@@ -490,7 +495,7 @@ def write_imagefolder(
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Write a synthetic InfraredSolarModules ImageFolder tree.")
     parser.add_argument("out_dir", help="directory to create; must not exist or be empty")
     parser.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES)
     parser.add_argument("--seed", type=int, default=0)
@@ -499,7 +504,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         root = write_imagefolder(args.out_dir, args.num_images, args.seed, args.contrast)
     except InputError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(root)
     return 0

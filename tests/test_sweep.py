@@ -1,0 +1,167 @@
+"""A real sweep on a real local Ray (loopback), run through the console script as a user would.
+
+Checked from the files alone: the Optuna study (seed points first), the status ledger, the test
+results, the report, and the TensorBoard event files read back with TensorBoard's own reader.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from support import CLASSIFIER_SPACE, REPO, visiontune
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, metadata
+
+NUM_SAMPLES = 5
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_imagefolder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    storage = tmp_path_factory.mktemp("storage")
+    proc = visiontune(
+        "tune", CLASSIFIER_SPACE, "--num-samples", NUM_SAMPLES, "--max-epochs", EPOCHS,
+        "--data", tiny_imagefolder, "--storage", storage, "--name", "small", "--set", "width=8",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"dir": storage / "small", "stdout": proc.stdout, "data": tiny_imagefolder}
+
+
+def _accumulator(path: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _plugin_content(acc: EventAccumulator, tag: str) -> bytes:
+    return acc.SummaryMetadata(tag).plugin_data.content
+
+
+def test_sweep_prints_the_seed_table_with_all_three_rows(sweep):
+    out = sweep["stdout"]
+    assert f"Experiment: {sweep['dir']}" in out
+    table = out[out.index("| "):]
+    for row in ("| seed baseline |", "| seed custom |", "| tuned best |"):
+        line = next(line for line in table.splitlines() if line.startswith(row))
+        assert "—" not in line, line
+
+
+def test_seed_points_are_the_first_trials_of_the_optuna_study(sweep):
+    spec = yaml.safe_load((sweep["dir"] / "spec.yaml").read_text())
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == NUM_SAMPLES
+    seeds = list(spec["points_to_evaluate"].values())
+    assert [t.params for t in trials[:2]] == [
+        {k: v for k, v in seed.items() if k != "width"} for seed in seeds
+    ]
+    states = {t.state for t in trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+
+
+def test_early_stopped_trials_are_pruned_in_optuna_and_seeds_run_their_full_budget(sweep):
+    status = json.loads((sweep["dir"] / "trial_status.json").read_text())
+    trials = pd.read_csv(sweep["dir"] / "report" / "trials.csv")
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    stopped = [tid for tid, entry in status.items() if entry["status"] == "STOPPED"]
+    assert pruned == len(stopped)
+    for row in trials.itertuples():
+        entry = status[row.trial_id]
+        assert entry["status"] in ("TERMINATED", "STOPPED")
+        assert (entry["status"] == "TERMINATED") == (row.epochs == EPOCHS)
+        if isinstance(row.seed, str) and row.seed:
+            assert entry["status"] == "TERMINATED"
+
+
+def test_tuned_best_is_tested_and_at_least_as_good_as_the_seeds_on_validation(sweep):
+    rows = {r["role"]: r for r in json.loads((sweep["dir"] / "test_results.json").read_text())}
+    assert set(rows) == {"seed baseline", "seed custom", "tuned best"}
+    for row in rows.values():
+        assert 0.0 <= row["test_acc"] <= 1.0 and row["test_loss"] > 0
+        assert 1 <= row["epoch"] <= EPOCHS
+    best = rows["tuned best"]["val_acc"]
+    assert best >= rows["seed baseline"]["val_acc"] and best >= rows["seed custom"]["val_acc"]
+    trials = pd.read_csv(sweep["dir"] / "report" / "trials.csv")
+    assert best == pytest.approx(trials["val_acc"].max())
+
+
+def test_tensorboard_has_live_scalars_for_every_epoch_of_every_trial(sweep):
+    trials = pd.read_csv(sweep["dir"] / "report" / "trials.csv")
+    for row in trials.itertuples():
+        acc = _accumulator(sweep["dir"] / row.dir)
+        for tag in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            steps = [event.step for event in acc.Scalars(tag)]
+            assert steps == list(range(1, row.epochs + 1)), (row.trial_id, tag, steps)
+
+
+def test_tensorboard_hparams_list_every_trial_with_its_config_and_status(sweep):
+    root = _accumulator(sweep["dir"])
+    experiment = metadata.parse_experiment_plugin_data(_plugin_content(root, metadata.EXPERIMENT_TAG))
+    spec = yaml.safe_load((sweep["dir"] / "spec.yaml").read_text())
+    names = {info.name for info in experiment.hparam_infos}
+    assert set(spec["search"]) <= names and {"epochs", "batch_size"} <= names
+    assert {m.name.tag for m in experiment.metric_infos} >= {"val_acc", "val_loss", "train_acc"}
+    trials = pd.read_csv(sweep["dir"] / "report" / "trials.csv")
+    for _, row in trials.iterrows():
+        acc = _accumulator(sweep["dir"] / row["dir"])
+        start = metadata.parse_session_start_info_plugin_data(
+            _plugin_content(acc, metadata.SESSION_START_INFO_TAG)
+        )
+        assert start.hparams["lr"].number_value == pytest.approx(row["config/lr"])
+        assert start.hparams["arch"].string_value == row["config/arch"]
+        assert start.hparams["epochs"].number_value == EPOCHS
+        end = metadata.parse_session_end_info_plugin_data(
+            _plugin_content(acc, metadata.SESSION_END_INFO_TAG)
+        )
+        assert end.status == api_pb2.STATUS_SUCCESS
+
+
+def test_report_works_offline_and_writes_its_three_files(sweep, tmp_path):
+    proc = visiontune("report", sweep["dir"], "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| seed baseline |" in report and "## Top 10 trials by val_acc (max)" in report
+    assert f"- trials: {NUM_SAMPLES} (of num_samples {NUM_SAMPLES})" in report
+    assert len(pd.read_csv(tmp_path / "r" / "trials.csv")) == NUM_SAMPLES
+    best = yaml.safe_load((tmp_path / "r" / "best_config.yaml").read_text())
+    assert best["epochs"] == EPOCHS and best["width"] == 8 and "lr" in best
+
+
+def test_best_config_reproduces_with_visiontune_train(sweep, tmp_path):
+    config = sweep["dir"] / "report" / "best_config.yaml"
+    proc = visiontune(
+        "train", CLASSIFIER_SPACE, "--config", config, "--data", sweep["data"],
+        "--max-epochs", 1, "--out", tmp_path / "one",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "val_acc" in proc.stdout.splitlines()[0]
+    metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and 0 <= metrics["test_acc"] <= 1
+
+
+def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tiny_imagefolder, tmp_path):
+    proc = visiontune(
+        "tune", REPO / "tests" / "fixtures" / "diverging.yaml", "--data", tiny_imagefolder,
+        "--storage", tmp_path, "--name", "nan",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "nan"
+    status = json.loads((exp / "trial_status.json").read_text())
+    by_state = {entry["status"]: entry for entry in status.values()}
+    assert set(by_state) == {"TERMINATED", "ERROR"}
+    assert "FloatingPointError" in by_state["ERROR"]["error"] and "nan" in by_state["ERROR"]["error"]
+    report = (exp / "report" / "report.md").read_text()
+    assert "errored: 1;" in report and "loss became nan (diverged" in report
+    roles = [r["role"] for r in json.loads((exp / "test_results.json").read_text())]
+    assert roles == ["sane", "tuned best"]
+    errored = _accumulator(exp / by_state["ERROR"]["dir"])
+    end = metadata.parse_session_end_info_plugin_data(
+        _plugin_content(errored, metadata.SESSION_END_INFO_TAG)
+    )
+    assert end.status == api_pb2.STATUS_FAILURE
