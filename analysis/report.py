@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from visiontune.analysis.results import Experiment, is_number, load_experiment
 
-from visiontune.layout import REPORT_DIR
+from visiontune.analysis.results import Experiment, is_number, load_experiment
+from visiontune.layout import REPORT_DIR, SPEC_FILE
 
 CLASSIFIER_COLUMNS = {
     "train_loss": "Train Loss",
@@ -149,9 +149,11 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) 
     _atomic_write(out / "trials.csv", experiment.trials.to_csv(index=False))
     config = best_config(experiment)
     if config is not None:
+        best = next(row for row in experiment.test if row["role"] == "tuned best")
         header = (
-            f"# Best configuration of {experiment.path.name}: trial {experiment.test[-1]['trial_id']}\n"
-            f"# Reproduce: visiontune train {experiment.spec.path.name} --config best_config.yaml\n"
+            f"# Best configuration of {experiment.path.name}: trial {best['trial_id']}, "
+            f"epoch {best['epoch']}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
+            f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
         )
         _atomic_write(out / "best_config.yaml", header + yaml.safe_dump(config, sort_keys=False))
     return out

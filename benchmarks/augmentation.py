@@ -82,9 +82,7 @@ def warp_batch(images: torch.Tensor, matrix: torch.Tensor, padding_mode: str) ->
     """Warp by forward pixel matrices (as kornia's warp_affine, align_corners=False)."""
     _, _, height, width = images.shape
     # pixel -> normalized coordinates of grid_sample with align_corners=False
-    norm = torch.tensor(
-        [[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]]
-    )
+    norm = torch.tensor([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]])
     theta = norm @ torch.linalg.inv(matrix) @ torch.linalg.inv(norm)
     grid = F.affine_grid(theta[:, :2], list(images.shape), align_corners=False)
     return F.grid_sample(
@@ -244,9 +242,7 @@ def main() -> None:
         ),
         "to_input only (uint8 -> float)": lambda: time_batched(lambda x: x, chunks),
         "affine_grid + grid_sample only": lambda: time_batched(grid_sample_only, chunks),
-        "prototype KerasAffine (flip in matrix)": lambda: time_batched(
-            KerasAffine(config), chunks
-        ),
+        "prototype KerasAffine (flip in matrix)": lambda: time_batched(KerasAffine(config), chunks),
     }
     runs: dict[str, list[float]] = {name: [] for name in timed}
     for name, measure in timed.items():  # warm-up: first calls pay one-off setup

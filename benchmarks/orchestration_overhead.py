@@ -223,20 +223,17 @@ def console_to(path: Path) -> Iterator[None]:
 
 def variants(compare_reuse: bool, investigate: bool) -> list[Variant]:
     chosen = [Variant("sweep settings")]
-    if compare_reuse or investigate:
+    if compare_reuse:
         chosen.append(Variant("reuse_actors=False", reuse_actors=False))
     if investigate:
+        no_loggers = (("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),)
         chosen += [
             Variant("num_to_keep=None", num_to_keep=None),
             Variant("no checkpoint", checkpoint=False, num_to_keep=None),
-            Variant("no auto loggers", env=(("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),)),
+            Variant("no auto loggers", env=no_loggers),
             Variant("verbose=0", verbose=0),
-            Variant(
-                "keep=None,no loggers,verbose=0",
-                num_to_keep=None,
-                env=(("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),),
-                verbose=0,
-            ),
+            Variant("keep=None,no loggers,verbose=0", num_to_keep=None, env=no_loggers, verbose=0),
+            Variant("sweep settings (again)"),  # shows drift in machine load over the run
         ]
     return chosen
 

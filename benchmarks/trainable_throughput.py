@@ -54,7 +54,9 @@ def synthetic_dataset(train: int, seed: int = 0) -> ImageDataset:
     splits = {"train": split(train), "val": split(train * 15 // 70), "test": split(16)}
     pixels = splits["train"].images.astype(np.float32) / 255.0
     classes = tuple(f"c{i}" for i in range(CLASSES))
-    return ImageDataset(classes, splits, "synthetic", (float(pixels.mean()),), (float(pixels.std()),))
+    return ImageDataset(
+        classes, splits, "synthetic", (float(pixels.mean()),), (float(pixels.std()),)
+    )
 
 
 def run_bare(data: ImageDataset, epochs: int) -> list[tuple[float, float]]:
@@ -127,7 +129,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.epochs < 2:
-        raise SystemExit(f"--epochs must be >= 2 (epoch 1 is skipped as warm-up), got {args.epochs}")
+        raise SystemExit(
+            f"--epochs must be >= 2 (epoch 1 is skipped as warm-up), got {args.epochs}"
+        )
     train_images = args.train_images or (1000 if args.quick else 2000)
     pairs = args.pairs or (1 if args.quick else 2)
     keep_ray_on_loopback()

@@ -23,7 +23,9 @@ def _image_tree(root: Path, classes: dict[str, int]) -> Path:
 
 def _run_bad(capsys, tmp_path: Path, *args: str) -> str:
     storage = tmp_path / "storage"
-    code = main([*args, "--storage", str(storage), "--name", "exp"] if args[0] == "tune" else list(args))
+    code = main(
+        [*args, "--storage", str(storage), "--name", "exp"] if args[0] == "tune" else list(args)
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("visiontune: error: ") and "\n" not in err, err
@@ -32,7 +34,9 @@ def _run_bad(capsys, tmp_path: Path, *args: str) -> str:
 
 
 def test_missing_data_directory(capsys, tmp_path):
-    err = _run_bad(capsys, tmp_path, "tune", str(CLASSIFIER_SPACE), "--data", str(tmp_path / "nope"))
+    err = _run_bad(
+        capsys, tmp_path, "tune", str(CLASSIFIER_SPACE), "--data", str(tmp_path / "nope")
+    )
     assert f"{tmp_path / 'nope'}: data directory does not exist" in err
 
 
@@ -79,7 +83,9 @@ def test_existing_experiment_is_refused_and_left_alone(capsys, tmp_path):
     existing = tmp_path / "storage" / "exp"
     existing.mkdir(parents=True)
     (existing / "keep.txt").write_text("finished results")
-    code = main(["tune", str(CLASSIFIER_SPACE), "--storage", str(tmp_path / "storage"), "--name", "exp"])
+    code = main(
+        ["tune", str(CLASSIFIER_SPACE), "--storage", str(tmp_path / "storage"), "--name", "exp"]
+    )
     assert code == 2
     assert "experiment already exists" in capsys.readouterr().err
     assert (existing / "keep.txt").read_text() == "finished results"

@@ -54,17 +54,35 @@ def test_every_key_of_the_classifier_space_has_a_comment():
     [
         (lambda r: r.update(learning_rate=1), "unknown key 'learning_rate'"),
         (lambda r: r["fixed"].update(lrr=0.1), "unknown parameter 'lrr'"),
-        (lambda r: r["search"].update(momentum={"distribution": "uniform", "low": 0, "high": 1}), "search.momentum"),
+        (
+            lambda r: r["search"].update(momentum={"distribution": "uniform", "low": 0, "high": 1}),
+            "search.momentum",
+        ),
         (lambda r: r["search"]["lr"].update(low=0.1, high=0.01), "low 0.1 > high 0.01"),
         (lambda r: r["search"]["l2"].update(low=0.0), "needs low > 0, got 0.0"),
-        (lambda r: r["search"]["lr"].update(distribution="gaussian"), "unknown distribution 'gaussian'"),
+        (
+            lambda r: r["search"]["lr"].update(distribution="gaussian"),
+            "unknown distribution 'gaussian'",
+        ),
         (lambda r: r["scheduler"].update(type="hyperband"), "unknown scheduler 'hyperband'"),
         (lambda r: r["searcher"].update(type="bohb"), "unknown searcher 'bohb'"),
-        (lambda r: r["search"]["block_dropout"].update(high=1.5), "block_dropout must be in [0, 1), got 1.5"),
+        (
+            lambda r: r["search"]["block_dropout"].update(high=1.5),
+            "block_dropout must be in [0, 1), got 1.5",
+        ),
         (lambda r: r["search"]["arch"].update(values=["baseline", "vit"]), "arch must be one of"),
-        (lambda r: r["points_to_evaluate"]["seed custom"].update(lr=0.5), "seed custom.lr: 0.5 outside"),
-        (lambda r: r["points_to_evaluate"]["seed custom"].pop("zoom"), "missing searched parameter 'zoom'"),
-        (lambda r: r["fixed"].update(batch_size="big"), "fixed.batch_size: expected int, got 'big'"),
+        (
+            lambda r: r["points_to_evaluate"]["seed custom"].update(lr=0.5),
+            "seed custom.lr: 0.5 outside",
+        ),
+        (
+            lambda r: r["points_to_evaluate"]["seed custom"].pop("zoom"),
+            "missing searched parameter 'zoom'",
+        ),
+        (
+            lambda r: r["fixed"].update(batch_size="big"),
+            "fixed.batch_size: expected int, got 'big'",
+        ),
         (lambda r: r.update(metric="val_f1"), "metric: 'val_f1' is not reported"),
         (lambda r: r["scheduler"].update(grace_period=99), "grace_period: 99 > fixed.epochs"),
         (lambda r: r["resources"].update(gpu=1.5), "fractions must be <= 1"),

@@ -45,7 +45,7 @@ def _plugin_content(acc: EventAccumulator, tag: str) -> bytes:
 def test_sweep_prints_the_seed_table_with_all_three_rows(sweep):
     out = sweep["stdout"]
     assert f"Experiment: {sweep['dir']}" in out
-    table = out[out.index("| "):]
+    table = out[out.index("| ") :]
     for row in ("| seed baseline |", "| seed custom |", "| tuned best |"):
         line = next(line for line in table.splitlines() if line.startswith(row))
         assert "—" not in line, line
@@ -102,7 +102,9 @@ def test_tensorboard_has_live_scalars_for_every_epoch_of_every_trial(sweep):
 
 def test_tensorboard_hparams_list_every_trial_with_its_config_and_status(sweep):
     root = _accumulator(sweep["dir"])
-    experiment = metadata.parse_experiment_plugin_data(_plugin_content(root, metadata.EXPERIMENT_TAG))
+    experiment = metadata.parse_experiment_plugin_data(
+        _plugin_content(root, metadata.EXPERIMENT_TAG)
+    )
     spec = yaml.safe_load((sweep["dir"] / "spec.yaml").read_text())
     names = {info.name for info in experiment.hparam_infos}
     assert set(spec["search"]) <= names and {"epochs", "batch_size"} <= names
@@ -155,7 +157,9 @@ def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tiny_ima
     status = json.loads((exp / "trial_status.json").read_text())
     by_state = {entry["status"]: entry for entry in status.values()}
     assert set(by_state) == {"TERMINATED", "ERROR"}
-    assert "FloatingPointError" in by_state["ERROR"]["error"] and "nan" in by_state["ERROR"]["error"]
+    assert (
+        "FloatingPointError" in by_state["ERROR"]["error"] and "nan" in by_state["ERROR"]["error"]
+    )
     report = (exp / "report" / "report.md").read_text()
     assert "errored: 1;" in report and "loss became nan (diverged" in report
     roles = [r["role"] for r in json.loads((exp / "test_results.json").read_text())]

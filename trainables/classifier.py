@@ -52,7 +52,7 @@ class Config:
     block_dropout: float = 0.2
     head_dropout: float = 0.5
     lr: float = 1e-4
-    lr_decay_epoch: int = 50  # the LR is multiplied by lr_decay_factor from this epoch on
+    lr_decay_epoch: int = 50  # after this many epochs the LR is multiplied by lr_decay_factor
     lr_decay_factor: float = 0.1
     batch_size: int = 32
     epochs: int = 6
@@ -303,7 +303,12 @@ class Session:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
-            "rng": {"torch": torch.get_rng_state(), "shuffle": self.generator.get_state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "shuffle": self.generator.get_state(),
+                # dropout and augmentation draw from the CUDA generator on a GPU
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
             "config": config_dict(self.config),
         }
 
@@ -313,6 +318,8 @@ class Session:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.generator.set_state(state["rng"]["shuffle"])
 
     def save(self, path: Path) -> None:

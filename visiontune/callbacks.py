@@ -143,9 +143,9 @@ class TensorBoardCallback(Callback):
         writer = self._writer(trial)
         step = int(result.get("training_iteration", 0))
         for key, value in result.items():
-            if key in self.metrics or key in ("images_per_s", "time_this_iter_s"):
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    writer.add_scalar(key, value, global_step=step)
+            wanted = key in self.metrics or key in ("images_per_s", "time_this_iter_s")
+            if wanted and isinstance(value, int | float) and not isinstance(value, bool):
+                writer.add_scalar(key, value, global_step=step)
         writer.flush()
 
     def _end(self, trial: Any, status: int) -> None:

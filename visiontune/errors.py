@@ -8,4 +8,4 @@ class InputError(Exception):
     the file, the key and the offending value, so the user can fix it without a traceback."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(" ".join(str(message).splitlines()))

@@ -290,18 +290,16 @@ def _parse_seeds(raw: dict, search: dict[str, Distribution], fixed: dict, where:
 
 
 def _parse_data(raw: dict, where: str) -> tuple[str, tuple[int, int] | None, int]:
-    data = raw["data"]
-    if isinstance(data, str):
-        data = {"source": data}
-    data = _mapping(data, f"{where}: data")
+    if isinstance(raw["data"], str):
+        raw["data"] = {"source": raw["data"]}
+    data = _mapping(raw["data"], f"{where}: data")
     _check_keys(data, {"source", "image_size", "split_seed"}, f"{where}: data")
     source = data.get("source")
     if not isinstance(source, str) or not source:
         raise InputError(f"{where}: data.source: expected a dataset name or path, got {source!r}")
-    if source not in EMBEDDED_DATA:
-        base = Path(where).parent if Path(where).is_file() else Path.cwd()
-        path = Path(source).expanduser()
-        source = str(path if path.is_absolute() or path.exists() else (base / path))
+    if source not in EMBEDDED_DATA:  # a path, relative to the working directory
+        source = str(Path(source).expanduser().resolve())
+        data["source"] = source  # the saved spec must name the same data from any directory
     size = data.get("image_size", "auto")
     if size == "auto" or size is None:
         image_size = None
@@ -361,6 +359,7 @@ def validate(raw: dict[str, Any], where: str) -> SweepSpec:
     """Turn a raw spec mapping into a SweepSpec, or raise InputError on the first problem."""
     from visiontune.trainables import load_task
 
+    raw = copy.deepcopy(raw)  # normalised below (data paths); the caller's mapping stays as given
     _check_keys(raw, TOP_LEVEL, where)
     for key in REQUIRED:
         if key not in raw:

@@ -176,7 +176,9 @@ def better(a: float, b: float | None, mode: str, ties: bool = False) -> bool:
 def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict] | None:
     """The trial's best kept checkpoint, the later epoch on ties (as analysis.best_epoch)."""
     best = None
-    kept = sorted(result.best_checkpoints or [], key=lambda item: item[1].get("training_iteration", 0))
+    kept = sorted(
+        result.best_checkpoints or [], key=lambda item: item[1].get("training_iteration", 0)
+    )
     for checkpoint, metrics in kept:
         value = metrics.get(metric)
         if value is not None and (best is None or better(value, best[1][metric], mode, ties=True)):

@@ -10,6 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from visiontune.data.imagefolder import ImageDataset, Split
+from visiontune.params import config_dict
 from visiontune.trainables.classifier import (
     CHECKPOINT_FILE,
     METRICS,
@@ -22,9 +25,6 @@ from visiontune.trainables.classifier import (
     evaluate_checkpoint,
     load_session,
 )
-
-from visiontune.data.imagefolder import ImageDataset, Split
-from visiontune.params import config_dict
 
 HEIGHT, WIDTH = 24, 40  # not square, so a height/width mix-up changes shapes
 NO_AUGMENTATION = dict(

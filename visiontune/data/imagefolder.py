@@ -118,8 +118,8 @@ def _decode(path: Path) -> np.ndarray:
             img.load()
             if img.mode in _GRAY_MODES:
                 array = np.asarray(img.convert("L") if img.mode in {"1", "LA", "P"} else img)
-                if array.dtype == np.uint16:
-                    return (array >> 8).astype(np.uint8)
+                if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # I;16, I;16L, I;16B
+                    return (array.astype(np.uint16) >> 8).astype(np.uint8)
                 return np.clip(array, 0, 255).astype(np.uint8)
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as exc:
