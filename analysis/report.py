@@ -33,6 +33,8 @@ TOP_N = 10
 
 def _fmt(value: Any) -> str:
     if is_number(value):
+        if isinstance(value, float) and value != 0 and abs(value) < 0.01:
+            return f"{value:.2e}"  # learning rates and l2 strengths
         return f"{value:.4f}" if isinstance(value, float) else str(value)
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "—"

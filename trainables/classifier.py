@@ -27,6 +27,7 @@ from torch import nn
 from visiontune.data.imagefolder import ImageDataset
 from visiontune.params import build_config, config_dict
 
+DATA_FORMAT = "imagefolder"  # visiontune.data.load_dataset reads DIR/{train,val,test}/<class>/
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch")
 CHECKPOINT_FILE = "checkpoint.pt"
 ARCHITECTURES = {

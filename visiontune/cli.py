@@ -75,6 +75,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
     from visiontune.spec import load_spec
     from visiontune.sweep import experiment_dir, keep_ray_on_loopback
+    from visiontune.trainables import load_task
 
     overrides = {
         "num_samples": args.num_samples,
@@ -86,12 +87,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     spec = load_spec(args.space, overrides, args.assignments)
+    task = load_task(spec.task)
     name = args.name or spec.name
     if experiment_dir(args.storage, name).exists():
         raise InputError(
             f"{experiment_dir(args.storage, name)}: experiment already exists; use another --name"
         )
-    data = load_dataset(spec.data_source, spec.image_size, spec.split_seed)
+    data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     if not args.address:
         keep_ray_on_loopback()
     from visiontune.analysis.report import markdown_table, seed_table, write_report
@@ -140,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve() if args.out else None
     if out and (out / "checkpoint.pt").exists():
         raise InputError(f"{out}: already holds a checkpoint.pt; choose another --out")
-    data = load_dataset(spec.data_source, spec.image_size, spec.split_seed)
+    data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     session = task.Session(config, data)
     history = []
     print(" ".join(f"{m:>10}" for m in task.METRICS))

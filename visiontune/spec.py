@@ -34,7 +34,6 @@ DISTRIBUTIONS = {
 }
 SCHEDULERS = {"asha": {"grace_period", "reduction_factor"}, "fifo": set()}
 SEARCHERS = {"optuna_tpe": {"seed", "n_startup_trials"}, "random": {"seed"}}
-EMBEDDED_DATA = ("ir-solar-modules",)
 OVERRIDE_PATHS = {  # command-line option -> where it lands in the spec
     "num_samples": ("num_samples",),
     "max_epochs": ("fixed", "epochs"),
@@ -87,8 +86,7 @@ class SweepSpec:
     task: str
     name: str
     data_source: str
-    image_size: tuple[int, int] | None
-    split_seed: int
+    data_options: dict[str, Any]
     metric: str
     mode: str
     num_samples: int
@@ -289,32 +287,43 @@ def _parse_seeds(raw: dict, search: dict[str, Distribution], fixed: dict, where:
     return seeds
 
 
-def _parse_data(raw: dict, where: str) -> tuple[str, tuple[int, int] | None, int]:
+DATA_OPTIONS = {"imagefolder": {"image_size", "split_seed"}, "yolo": set()}
+
+
+def _parse_data(raw: dict, data_format: str, where: str) -> tuple[str, dict[str, Any]]:
+    from visiontune.data import EMBEDDED
+
     if isinstance(raw["data"], str):
         raw["data"] = {"source": raw["data"]}
     data = _mapping(raw["data"], f"{where}: data")
-    _check_keys(data, {"source", "image_size", "split_seed"}, f"{where}: data")
+    _check_keys(data, DATA_OPTIONS[data_format] | {"source"}, f"{where}: data")
     source = data.get("source")
     if not isinstance(source, str) or not source:
         raise InputError(f"{where}: data.source: expected a dataset name or path, got {source!r}")
-    if source not in EMBEDDED_DATA:  # a path, relative to the working directory
+    if source in EMBEDDED and EMBEDDED[source] != data_format:
+        raise InputError(
+            f"{where}: data.source: {source!r} is a {EMBEDDED[source]} dataset; "
+            f"task {raw['task']!r} reads {data_format} data"
+        )
+    if source not in EMBEDDED:  # a path, relative to the working directory
         source = str(Path(source).expanduser().resolve())
         data["source"] = source  # the saved spec must name the same data from any directory
-    size = data.get("image_size", "auto")
-    if size == "auto" or size is None:
-        image_size = None
-    elif (
-        isinstance(size, list)
-        and len(size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        image_size = (size[0], size[1])
-    else:
-        raise InputError(
-            f"{where}: data.image_size: expected auto or [height, width], got {size!r}"
+    options: dict[str, Any] = {}
+    if data_format == "imagefolder":
+        size = data.get("image_size", "auto")
+        ok_size = (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
         )
-    split_seed = _number(data.get("split_seed", 0), f"{where}: data.split_seed", 0, integer=True)
-    return source, image_size, split_seed
+        if size not in ("auto", None) and not ok_size:
+            raise InputError(
+                f"{where}: data.image_size: expected auto or [height, width], got {size!r}"
+            )
+        options["image_size"] = tuple(size) if ok_size else None
+        key = f"{where}: data.split_seed"
+        options["split_seed"] = _number(data.get("split_seed", 0), key, 0, integer=True)
+    return source, options
 
 
 def _parse_scheduler(raw: dict, epochs: int, where: str) -> dict[str, Any]:
@@ -379,7 +388,7 @@ def validate(raw: dict[str, Any], where: str) -> SweepSpec:
     seeds = _parse_seeds(raw, search, fixed_raw, where)
     for name in seeds:  # every seed must form a complete, valid config
         build_config(task.Config, {**fixed, **seeds[name]}, f"{where}: points_to_evaluate.{name}")
-    source, image_size, split_seed = _parse_data(raw, where)
+    source, data_options = _parse_data(raw, task.DATA_FORMAT, where)
     resources = _mapping(raw.get("resources"), f"{where}: resources")
     _check_keys(resources, {"cpu", "gpu"}, f"{where}: resources")
     cpu = _number(resources.get("cpu", 1), f"{where}: resources.cpu", 0)
@@ -398,8 +407,7 @@ def validate(raw: dict[str, Any], where: str) -> SweepSpec:
         task=raw["task"],
         name=str(name),
         data_source=source,
-        image_size=image_size,
-        split_seed=split_seed,
+        data_options=data_options,
         metric=raw["metric"],
         mode=raw["mode"],
         num_samples=num_samples,

@@ -1,19 +1,21 @@
-"""Datasets: ImageFolder trees from disk, and embedded generators that work offline.
+"""Datasets: ImageFolder trees and YOLO-layout detection sets from disk, and embedded synthetic
+generators that work offline.
 
-`load_dataset("ir-solar-modules")` generates the synthetic infrared module set into the cache
-directory on first use ($VISIONTUNE_CACHE, else $XDG_CACHE_HOME/visiontune, else
-~/.cache/visiontune) and decodes it like any other ImageFolder tree.
+Embedded datasets are generated into the cache directory on first use ($VISIONTUNE_CACHE, else
+$XDG_CACHE_HOME/visiontune, else ~/.cache/visiontune) and then decoded like any other dataset:
+- `ir-solar-modules`: infrared crops of single solar modules, 12 classes (ImageFolder, classifier);
+- `pv-arrays`: thermal images of PV arrays, every module boxed, 5 classes (YOLO layout, detectors).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from visiontune.data.imagefolder import ImageDataset, load_imagefolder
 from visiontune.errors import InputError
 
-EMBEDDED = ("ir-solar-modules",)
+EMBEDDED = {"ir-solar-modules": "imagefolder", "pv-arrays": "yolo"}  # name -> format
 GENERATOR_VERSION = 1  # bump when a generator's output changes, so caches are rebuilt
 
 
@@ -26,11 +28,15 @@ def cache_dir() -> Path:
 
 def make_embedded(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """Write an embedded dataset to `out_dir` (refuses an existing non-empty directory)."""
-    if name != "ir-solar-modules":
-        raise InputError(f"data make: unknown dataset {name!r} (known: {', '.join(EMBEDDED)})")
-    from visiontune.data import ir_solar
+    if name == "ir-solar-modules":
+        from visiontune.data import ir_solar
 
-    return ir_solar.write_imagefolder(out_dir, seed=seed)
+        return ir_solar.write_imagefolder(out_dir, seed=seed)
+    if name == "pv-arrays":
+        from visiontune.data import pv_arrays
+
+        return pv_arrays.write_yolo(out_dir, seed=seed)
+    raise InputError(f"data make: unknown dataset {name!r} (known: {', '.join(EMBEDDED)})")
 
 
 def embedded_path(name: str) -> Path:
@@ -46,12 +52,18 @@ def embedded_path(name: str) -> Path:
     return path
 
 
-def load_dataset(
-    source: str, image_size: tuple[int, int] | None = None, split_seed: int = 0
-) -> ImageDataset:
-    """Decode an embedded dataset (by name) or an ImageFolder directory (by path)."""
+def load_dataset(data_format: str, source: str, options: dict[str, Any] | None = None) -> Any:
+    """Decode an embedded dataset (by name) or one on disk (by path), once per sweep."""
+    options = options or {}
     root = embedded_path(source) if source in EMBEDDED else Path(source)
-    dataset = load_imagefolder(root, image_size, split_seed)
+    if data_format == "imagefolder":
+        from visiontune.data.imagefolder import load_imagefolder
+
+        dataset = load_imagefolder(root, options.get("image_size"), options.get("split_seed", 0))
+    else:
+        from visiontune.data.detection import load_yolo
+
+        dataset = load_yolo(root / "data.yaml" if root.is_dir() else root)
     if source in EMBEDDED:
-        return ImageDataset(dataset.classes, dataset.splits, source, dataset.mean, dataset.std)
+        return type(dataset)(**{**dataset.__dict__, "source": source})
     return dataset
