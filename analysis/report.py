@@ -17,17 +17,9 @@ import pandas as pd
 import yaml
 
 from visiontune.analysis.results import Experiment, is_number, load_experiment
+from visiontune.analysis.tables import task_tables
 from visiontune.layout import REPORT_DIR, SPEC_FILE
 
-CLASSIFIER_COLUMNS = {
-    "train_loss": "Train Loss",
-    "train_acc": "Train Accuracy",
-    "val_loss": "Validation Loss",
-    "val_acc": "Validation Accuracy",
-    "test_loss": "Test Loss",
-    "test_acc": "Test Accuracy",
-}
-TABLE_COLUMNS = {"classifier": CLASSIFIER_COLUMNS}
 TOP_N = 10
 
 
@@ -48,17 +40,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def seed_table(experiment: Experiment) -> pd.DataFrame:
-    """The seed's table: one row per seed point, then the tuned best (from test_results.json)."""
-    columns = TABLE_COLUMNS[experiment.spec.task]
-    by_role = {row["role"]: row for row in experiment.test}
-    roles = [*experiment.spec.seeds, "tuned best"]
-    records = []
-    for role in roles:
-        row = by_role.get(role, {})
-        label = role if role == "tuned best" or role.startswith("seed") else f"seed {role}"
-        records.append({"": label, **{title: row.get(key) for key, title in columns.items()}})
-    return pd.DataFrame(records)
+def main_table(experiment: Experiment) -> str:
+    """The task's first table (the one `visiontune tune` prints when it ends)."""
+    return markdown_table(task_tables(experiment)[0][1])
 
 
 def checkpoint_notes(experiment: Experiment) -> list[str]:
@@ -79,9 +63,7 @@ def checkpoint_notes(experiment: Experiment) -> list[str]:
 
 def top_trials(experiment: Experiment, n: int = TOP_N) -> pd.DataFrame:
     spec = experiment.spec
-    metrics = [
-        c for c in TABLE_COLUMNS[spec.task] if c in experiment.trials and not c.startswith("test")
-    ]
+    metrics = [m for m in experiment.metrics if m in experiment.trials and m != "lr"]
     params = [f"config/{k}" for k in spec.search if f"config/{k}" in experiment.trials]
     columns = ["trial_id", "status", "seed", "epochs", "best_epoch", *metrics, *params]
     frame = experiment.trials[[c for c in columns if c in experiment.trials]].head(n)
@@ -131,8 +113,10 @@ def render(experiment: Experiment) -> str:
     parts = [
         f"# Sweep report: {experiment.path.name}",
         f"Task `{spec.task}`, data `{spec.data_source}`, {spec.epochs} epochs per trial; written {stamp}.",
-        "## Seed configurations vs tuned best",
-        markdown_table(seed_table(experiment)),
+    ]
+    for title, table in task_tables(experiment):
+        parts += [f"## {title}", markdown_table(table)]
+    parts += [
         "\n".join(checkpoint_notes(experiment)),
         f"## Top {TOP_N} trials by {spec.metric} ({spec.mode})",
         markdown_table(top_trials(experiment)),

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from visiontune.errors import InputError
-from visiontune.layout import SPEC_FILE, STATUS_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.layout import DATASET_FILE, SPEC_FILE, STATUS_FILE, SUMMARY_FILE, TEST_FILE
 from visiontune.spec import SweepSpec, read_yaml, validate
 
 
@@ -28,6 +28,17 @@ class Experiment:
     history: pd.DataFrame  # every reported epoch of every trial
     test: list[dict[str, Any]]
     summary: dict[str, Any]
+    dataset: dict[str, Any]  # dataset.json: classes, channels, image size, counts
+
+    @property
+    def names(self) -> list[str]:
+        """Class names of the dataset the sweep ran on."""
+        return list(self.dataset.get("classes", []))
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """What the task reports each epoch (without `epoch`)."""
+        return _metric_names(self.spec)
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -125,6 +136,7 @@ def load_experiment(path: str | Path) -> Experiment:
         history=history,
         test=_read_json(path / TEST_FILE, []),
         summary=_read_json(path / SUMMARY_FILE, {}),
+        dataset=_read_json(path / DATASET_FILE, {}),
     )
 
 

@@ -96,14 +96,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     if not args.address:
         keep_ray_on_loopback()
-    from visiontune.analysis.report import markdown_table, seed_table, write_report
+    from visiontune.analysis.report import main_table, write_report
     from visiontune.analysis.results import load_experiment
     from visiontune.sweep import run_sweep
 
     exp_dir = run_sweep(spec, data, args.storage, name, args.address)
     out = write_report(exp_dir)
     print(f"\nExperiment: {exp_dir}\nReport:     {out / 'report.md'}\n")
-    print(markdown_table(seed_table(load_experiment(exp_dir))))
+    print(main_table(load_experiment(exp_dir)))
     return 0
 
 
