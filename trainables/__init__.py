@@ -8,7 +8,11 @@ from types import ModuleType
 
 from visiontune.errors import InputError
 
-TASKS = {"classifier": "visiontune.trainables.classifier"}
+TASKS = {
+    "classifier": "visiontune.trainables.classifier",
+    "faster_rcnn": "visiontune.trainables.faster_rcnn",
+    "yolo": "visiontune.trainables.yolo",
+}
 
 
 def load_task(name: str, where: str = "task") -> ModuleType:

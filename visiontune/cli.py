@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,24 +142,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     task = load_task(spec.task)
     config = build_config(task.Config, _train_config(spec, args.config), args.config or args.space)
     out = Path(args.out).expanduser().resolve() if args.out else None
-    if out and (out / "checkpoint.pt").exists():
-        raise InputError(f"{out}: already holds a checkpoint.pt; choose another --out")
+    if out and out.exists() and any(out.iterdir()):
+        raise InputError(f"{out}: --out directory is not empty; choose another")
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
-    session = task.Session(config, data)
-    history = []
+    with tempfile.TemporaryDirectory(prefix="visiontune-train-") as scratch:
+        checkpoint_dir = out or Path(scratch)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        history = _train_epochs(task, config, data, checkpoint_dir, Path(scratch))
+        test = task.evaluate_checkpoint(checkpoint_dir, data, "test")
+    print(" ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
+    if out:
+        (out / "metrics.json").write_text(json.dumps({"history": history, **test}, indent=1))
+        print(f"Written: {out}/ (checkpoint, metrics.json)")
+    return 0
+
+
+def _train_epochs(task: Any, config: Any, data: Any, checkpoint_dir: Path, scratch: Path) -> list:
+    """Train one configuration, printing each epoch's metrics and keeping the latest checkpoint
+    in `checkpoint_dir` (the layout `task.evaluate_checkpoint` reads)."""
+    history: list[dict] = []
     print(" ".join(f"{m:>10}" for m in task.METRICS))
-    while session.epoch < config.epochs:
-        metrics = session.train_epoch()
+
+    def show(metrics: dict) -> None:
         history.append(metrics)
         print(" ".join(f"{metrics[m]:>10.4g}" for m in task.METRICS), flush=True)
-    test = {f"test_{k}": v for k, v in session.evaluate("test").items()}
-    print(" ".join(f"{k}={v:.4f}" for k, v in test.items()))
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        session.save(out / "checkpoint.pt")
-        (out / "metrics.json").write_text(json.dumps({"history": history, **test}, indent=1))
-        print(f"Written: {out}/checkpoint.pt, metrics.json")
-    return 0
+
+    if hasattr(task, "Session"):
+        session = task.Session(config, data)
+        while session.epoch < config.epochs:
+            show(session.train_epoch())
+            session.save(checkpoint_dir / task.CHECKPOINT_FILE)
+    else:  # the task runs its own loop (ultralytics) and calls back once per epoch
+
+        def keep(metrics: dict, weights: Path) -> None:
+            show(metrics)
+            shutil.copyfile(weights, checkpoint_dir / task.WEIGHTS_FILE)
+
+        task.train(config, data, scratch / "run", keep)
+    return history
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -25,8 +25,6 @@ def keep_ray_on_loopback() -> None:
     """Must run before `import ray`: a local Ray then binds every node to 127.0.0.1."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # A checkpoint every epoch with num_to_keep=1 forces a (cheap, local) state snapshot each time.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def experiment_dir(storage: str | os.PathLike, name: str) -> Path:
@@ -130,6 +128,8 @@ def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slo
     from visiontune.callbacks import TensorBoardCallback, TrialStatusCallback
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our TensorBoard logger replaces Ray's
+    # A checkpoint every epoch with num_to_keep=1 forces a (cheap) experiment snapshot each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(
         tune.with_parameters(task.run, data=data),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
