@@ -50,7 +50,9 @@ def test_faster_rcnn_sweep_reports_coco_table_for_seed_and_tuned_best(tiny_yolo,
 def test_yolo_sweep_reports_per_class_precision_and_recall(tiny_yolo, tmp_path):
     exp = _sweep("yolo.yaml", tiny_yolo, tmp_path, "Y", "--set", "imgsz=64", "--set", "batch=4")
     report = (exp / "report" / "report.md").read_text()
-    title = next(line[3:] for line in report.splitlines() if line.startswith("## Test split, per class"))
+    title = next(
+        line[3:] for line in report.splitlines() if line.startswith("## Test split, per class")
+    )
     rows = _table(report, title)
     assert [row[0] for row in rows] == [*pv_arrays.NAMES, "all"]
     assert all(0.0 <= float(cell) <= 100.0 for cell in rows[-1][1:]), rows[-1]
@@ -59,6 +61,7 @@ def test_yolo_sweep_reports_per_class_precision_and_recall(tiny_yolo, tmp_path):
     history = [
         json.loads(line)
         for trial in exp.glob("trial_*")
+        if trial.is_dir()
         for line in (trial / "result.json").read_text().splitlines()
     ]
     assert len(history) == 2, "ultralytics' own Ray callback must not report a second time"

@@ -1,0 +1,426 @@
+"""Tests for the YOLOv5 trainable: real ultralytics training on a tiny YOLO-layout dataset written
+here (bright boxes on a dark noisy ground, 64 px), offline, on the CPU; two tests run it through a
+real local Ray Tune."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from visiontune.data.detection import DetectionDataset, DetectionSplit
+from visiontune.params import config_dict
+from visiontune.trainables.yolo import (
+    METRICS,
+    OPTIMIZERS,
+    WEIGHTS_FILE,
+    Config,
+    evaluate_checkpoint,
+    prepare_resume,
+    run,
+    train,
+    train_args,
+)
+
+NAMES = ("hot", "warm", "rare")  # "rare" has boxes in train only: absent from val and test
+SIZE = 64
+BRIGHTNESS = (230, 150, 100)  # per class, over a ground of 20..60
+TINY = dict(imgsz=SIZE, batch=8, epochs=2, close_mosaic=0)
+COUNTS = {"train": 16, "val": 8, "test": 8}
+
+
+# --- a tiny dataset ------------------------------------------------------------------------
+
+
+def _write_split(root: Path, split: str, count: int, rng: np.random.Generator) -> DetectionSplit:
+    images, boxes, labels, files = [], [], [], []
+    (root / "images" / split).mkdir(parents=True)
+    (root / "labels" / split).mkdir(parents=True)
+    for index in range(count):
+        image = rng.integers(20, 60, (SIZE, SIZE)).astype(np.uint8)
+        classes = [index % 2, (index + 1) % 2]
+        if split == "train" and index % 4 == 0:
+            classes.append(2)
+        rows = []
+        for slot, label in enumerate(classes):  # one box per quadrant-wide band: no overlaps
+            w, h = (int(v) for v in rng.integers(8, 18, 2))
+            x0 = int(rng.integers(0, SIZE - w))
+            y0 = slot * SIZE // len(classes) + int(rng.integers(0, SIZE // len(classes) - h + 1))
+            image[y0 : y0 + h, x0 : x0 + w] = BRIGHTNESS[label]
+            rows.append([(x0 + w / 2) / SIZE, (y0 + h / 2) / SIZE, w / SIZE, h / SIZE])
+        path = root / "images" / split / f"{index:03d}.png"
+        Image.fromarray(image).save(path)
+        text = "".join(
+            f"{c} {' '.join(f'{v:.6f}' for v in r)}\n" for c, r in zip(classes, rows, strict=True)
+        )
+        (root / "labels" / split / f"{index:03d}.txt").write_text(text)
+        images.append(image)
+        boxes.append(np.array(rows, dtype=np.float32))
+        labels.append(np.array(classes, dtype=np.int64))
+        files.append(str(path))
+    return DetectionSplit(images, boxes, labels, files)
+
+
+def _write_dataset(root: Path, seed: int = 0) -> DetectionDataset:
+    rng = np.random.default_rng(seed)
+    splits = {split: _write_split(root, split, n, rng) for split, n in COUNTS.items()}
+    meta = {
+        "path": str(root),
+        **{s: f"images/{s}" for s in COUNTS},
+        "names": dict(enumerate(NAMES)),
+    }
+    (root / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return DetectionDataset(NAMES, splits, "tiny", root / "data.yaml")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> DetectionDataset:
+    return _write_dataset(tmp_path_factory.mktemp("tiny-yolo"))
+
+
+# --- no network ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _no_network() -> Iterator[list[str]]:
+    """Every way out of the process records its target and fails, as on an offline machine."""
+    attempts: list[str] = []
+
+    def refuse(name: str):
+        def blocked(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(f"{name}{args[1:] if name.startswith('socket.') else args}")
+            raise OSError(f"network blocked in tests: {name}")
+
+        return blocked
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse("socket.connect"))
+        patch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+        patch.setattr(socket, "create_connection", refuse("create_connection"))
+        patch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+        yield attempts
+
+
+# --- one real training run, shared ----------------------------------------------------------
+
+
+@dataclass
+class Run:
+    reports: list[dict[str, float]] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)  # copy of last.pt after each report
+    weights_paths: list[Path] = field(default_factory=list)  # where ultralytics wrote it
+    network: list[str] = field(default_factory=list)
+
+
+def _train(
+    config: Config, data: DetectionDataset, out: Path, resume_from: Path | None = None
+) -> Run:
+    result = Run()
+    threads = torch.get_num_threads()
+
+    def on_epoch(metrics: dict[str, float], last: Path) -> None:
+        result.reports.append(metrics)
+        result.weights_paths.append(last)
+        keep = out / "reported" / f"epoch{metrics['epoch']}" / WEIGHTS_FILE
+        keep.parent.mkdir(parents=True)
+        shutil.copyfile(last, keep)
+        result.checkpoints.append(keep.parent)
+
+    try:
+        with _no_network() as attempts:
+            train(config, data, out / "scratch", on_epoch, threads=1, resume_from=resume_from)
+    finally:
+        torch.set_num_threads(threads)
+    result.network = attempts
+    return result
+
+
+@pytest.fixture(scope="module")
+def straight(data: DetectionDataset, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _train(Config(**TINY), data, tmp_path_factory.mktemp("straight"))
+
+
+@pytest.fixture(scope="module")
+def evaluation(straight: Run, data: DetectionDataset) -> dict[str, Any]:
+    with _no_network() as attempts:
+        result = evaluate_checkpoint(straight.checkpoints[-1], data, "test")
+    assert attempts == []
+    return result
+
+
+# --- train_args ----------------------------------------------------------------------------
+
+
+def test_train_args_are_absolute_offline_and_consistent(
+    data: DetectionDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config(batch=6, optimizer="AdamW", hsv_v=0.3, mosaic=0.5)
+    args = train_args(config, data, "relative/trial", "cpu")
+    assert args["data"] == str(data.yolo_yaml) and Path(args["data"]).is_absolute()
+    assert args["project"] == str(tmp_path / "relative" / "trial")
+    assert Path(args["name"]).name == args["name"] and args["exist_ok"] is True
+    assert args["nbs"] == args["batch"] == 6
+    assert args["optimizer"] in OPTIMIZERS and args["optimizer"] != "auto"
+    assert args["hsv_h"] == 0.0 and args["hsv_s"] == 0.0
+    assert args["amp"] is False and args["pretrained"] is False and args["plots"] is False
+    assert args["val"] is True and args["save"] is True
+    fields = {k: v for k, v in config_dict(config).items() if k != "model"}
+    assert {k: args[k] for k in fields} == fields  # every hyperparameter reaches ultralytics as set
+
+
+def test_amp_is_only_requested_on_a_gpu(data: DetectionDataset, tmp_path: Path) -> None:
+    config = Config(amp=True)
+    assert train_args(config, data, tmp_path, "cpu")["amp"] is False
+    assert train_args(config, data, tmp_path, "0")["amp"] is True
+    assert train_args(Config(), data, tmp_path, "0")["amp"] is False
+
+
+def test_train_args_reject_a_data_yaml_with_a_relative_path(
+    data: DetectionDataset, tmp_path: Path
+) -> None:
+    meta = yaml.safe_load(Path(data.yolo_yaml).read_text())
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({**meta, "path": "."}))
+    relative = DetectionDataset(NAMES, data.splits, "tiny", tmp_path / "data.yaml")
+    with pytest.raises(ValueError, match="must be absolute"):
+        train_args(Config(), relative, tmp_path)
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("model", "yolov8n.yaml"),
+        ("optimizer", "auto"),
+        ("imgsz", 100),
+        ("batch", 0),
+        ("epochs", 0),
+        ("lr0", 0.0),
+        ("lrf", 1.5),
+        ("momentum", 1.0),
+        ("weight_decay", -1e-4),
+        ("warmup_epochs", -1.0),
+        ("hsv_v", 1.2),
+        ("degrees", 200.0),
+        ("translate", -0.1),
+        ("scale", 1.0),
+        ("shear", 90.0),
+        ("fliplr", 2.0),
+        ("mosaic", -0.5),
+        ("mixup", 1.5),
+        ("close_mosaic", -1),
+        ("workers", -1),
+    ],
+)
+def test_config_rejects_invalid_value_naming_the_field(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        Config(**{name: value})
+
+
+def test_defaults_are_ultralytics_hyperparameters_at_the_seed_size() -> None:
+    seed = dict(
+        model="yolov5n.yaml",
+        imgsz=416,
+        batch=16,
+        optimizer="SGD",
+        lr0=0.01,
+        lrf=0.01,
+        momentum=0.937,
+        weight_decay=5e-4,
+        warmup_epochs=3.0,
+        hsv_v=0.4,
+        degrees=0.0,
+        translate=0.1,
+        scale=0.5,
+        shear=0.0,
+        fliplr=0.5,
+        mosaic=1.0,
+        mixup=0.0,
+    )
+    defaults = config_dict(Config())
+    assert {key: defaults[key] for key in seed} == seed
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def test_training_and_validation_attempt_no_network_connection(
+    straight: Run, evaluation: dict
+) -> None:
+    assert straight.reports  # the guarded block really trained
+    assert straight.network == []
+
+
+def test_one_report_per_epoch_after_validation_with_every_metric(straight: Run) -> None:
+    assert [r["epoch"] for r in straight.reports] == [1, 2]
+    for report in straight.reports:
+        assert set(METRICS) <= set(report)
+        assert all(math.isfinite(report[key]) for key in METRICS)
+        for key in ("precision", "recall", "map50", "map"):
+            assert 0.0 <= report[key] <= 1.0, key
+        assert report["map"] <= report["map50"]
+        assert report["images_per_s"] > 0
+    assert straight.reports[1]["box_loss"] != straight.reports[0]["box_loss"]
+
+
+def test_each_report_carries_that_epochs_resumable_checkpoint(straight: Run) -> None:
+    for number, directory in enumerate(straight.checkpoints, start=1):
+        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=False)
+        assert state["epoch"] == number - 1  # ultralytics counts epochs from 0
+        assert state["optimizer"] is not None and state["ema"] is not None
+        assert state["train_args"]["nbs"] == TINY["batch"]
+
+
+def test_resume_from_an_epoch_checkpoint_continues_at_the_next_epoch(
+    straight: Run, data: DetectionDataset, tmp_path: Path
+) -> None:
+    config = Config(**TINY)
+    out = tmp_path / "elsewhere"  # another trial directory than the one that wrote it
+    resume_from = prepare_resume(
+        straight.checkpoints[0] / WEIGHTS_FILE, config, data, str(out / "scratch")
+    )
+    assert resume_from is not None and out in resume_from.parents
+    resumed = _train(config, data, out, resume_from)
+    assert resumed.network == []
+    assert [r["epoch"] for r in resumed.reports] == [2]
+    # the warmup and LR schedule continue where epoch 1 left them
+    assert resumed.reports[0]["lr"] == pytest.approx(straight.reports[1]["lr"], rel=1e-12)
+    assert all(out in path.parents for path in resumed.weights_paths)
+    state = torch.load(
+        resumed.checkpoints[0] / WEIGHTS_FILE, map_location="cpu", weights_only=False
+    )
+    assert state["epoch"] == 1
+    assert Path(state["train_args"]["save_dir"]).is_relative_to(out)
+
+
+def test_resume_from_the_final_epoch_has_nothing_to_do(
+    straight: Run, data: DetectionDataset, tmp_path: Path
+) -> None:
+    final = straight.checkpoints[-1] / WEIGHTS_FILE
+    assert prepare_resume(final, Config(**TINY), data, str(tmp_path)) is None
+
+
+def test_evaluate_checkpoint_reports_the_split_and_every_class(evaluation: dict) -> None:
+    overall = {f"test_{key}" for key in ("precision", "recall", "map50", "map")}
+    assert set(evaluation) == overall | {"per_class"}
+    assert all(0.0 <= evaluation[key] <= 1.0 for key in overall)
+    assert list(evaluation["per_class"]) == list(NAMES)
+    for name in ("hot", "warm"):
+        entry = evaluation["per_class"][name]
+        assert all(0.0 <= entry[key] <= 1.0 for key in ("precision", "recall", "map50", "map"))
+        assert entry["instances"] == COUNTS["test"]  # one box of each of these per test image
+    rare = evaluation["per_class"]["rare"]
+    assert rare == {"precision": None, "recall": None, "map50": None, "map": None, "instances": 0}
+
+
+def test_evaluate_checkpoint_rejects_an_unknown_split(
+    straight: Run, data: DetectionDataset
+) -> None:
+    with pytest.raises(ValueError, match="split"):
+        evaluate_checkpoint(straight.checkpoints[-1], data, "holdout")
+
+
+# --- through Ray Tune ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _kill_after_first_checkpoint():
+    """A Tune callback that kills the trial's worker once its first checkpoint is stored, as a
+    lost node would, and records every result and recovery."""
+    import ray
+    from ray import tune
+
+    class KillOnce(tune.Callback):
+        def __init__(self) -> None:
+            self.results: list[dict[str, Any]] = []
+            self.recovered = 0
+            self.killed = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            self.results.append(dict(result))
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+            if not self.killed:
+                self.killed = True
+                ray.kill(trial.temporary_state.ray_actor, no_restart=True)
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            self.recovered += 1
+
+    return KillOnce()
+
+
+def _fit(data: DetectionDataset, storage: Path, name: str, callbacks=(), max_failures=0):
+    from ray import tune
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run, data=data), {"cpu": 1}),
+        param_space=dict(TINY),
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False),
+        run_config=tune.RunConfig(
+            storage_path=str(storage),
+            name=name,
+            callbacks=list(callbacks),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    results = tuner.fit()
+    assert results.errors == []
+    return results[0]
+
+
+@pytest.fixture(scope="module")
+def tuned(ray_session: None, data: DetectionDataset, tmp_path_factory: pytest.TempPathFactory):
+    return _fit(data, tmp_path_factory.mktemp("ray"), "y")
+
+
+def test_run_in_ray_tune_reports_once_per_epoch_with_a_checkpoint(tuned) -> None:
+    history = tuned.metrics_dataframe
+    # ultralytics' own Ray callback, were it on, would add a checkpoint-less row per epoch
+    assert list(history["training_iteration"]) == [1, 2]
+    assert list(history["epoch"]) == [1, 2]
+    assert set(METRICS) <= set(history.columns)
+    assert not history[list(METRICS)].isna().any().any()
+    kept = sorted(tuned.best_checkpoints, key=lambda item: item[1]["training_iteration"])
+    assert [metrics["epoch"] for _, metrics in kept] == [1, 2]
+    for checkpoint, metrics in kept:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / WEIGHTS_FILE, weights_only=False)
+        assert state["epoch"] + 1 == metrics["epoch"]
+
+
+def test_trial_restored_after_losing_its_worker_continues_at_the_next_epoch(
+    tuned, data: DetectionDataset, tmp_path: Path
+) -> None:
+    killer = _kill_after_first_checkpoint()
+    result = _fit(data, tmp_path, "restored", callbacks=[killer], max_failures=1)
+    assert killer.killed and killer.recovered == 1
+    assert [(r["training_iteration"], r["epoch"]) for r in killer.results] == [(1, 1), (2, 2)]
+    first, second = killer.results
+    assert first["pid"] != second["pid"]  # epoch 2 ran in the replacement worker
+    straight_lr = tuned.metrics_dataframe["lr"].tolist()
+    assert second["lr"] == pytest.approx(straight_lr[1], rel=1e-12)
+    assert result.metrics["epoch"] == 2
