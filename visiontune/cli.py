@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="embedded datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     make = data_sub.add_parser("make", help="write an embedded dataset as an ImageFolder tree")
-    make.add_argument("dataset", help="ir-solar-modules")
+    make.add_argument("dataset", help="ir-solar-modules (ImageFolder) or pv-arrays (YOLO layout)")
     make.add_argument("--out", required=True, help="output directory (must not exist)")
     make.add_argument("--seed", type=int, default=0)
     return parser
