@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("space", help="sweep spec YAML, e.g. search_spaces/classifier.yaml")
     tune.add_argument("--num-samples", type=int, help="trials in total (seed points included)")
     tune.add_argument("--max-epochs", type=int, help="epoch budget per trial (ASHA's max_t)")
-    tune.add_argument("--data", help="ImageFolder directory (overrides data.source)")
+    tune.add_argument("--data", help="ImageFolder dir or YOLO data.yaml (overrides data.source)")
     tune.add_argument("--storage", default="./runs", help="where experiments live (default ./runs)")
     tune.add_argument("--name", help="experiment name (default: the spec's name or file stem)")
     tune.add_argument(
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--config", help="YAML of parameter values, e.g. a report's best_config.yaml"
     )
-    train.add_argument("--data", help="ImageFolder directory (overrides data.source)")
+    train.add_argument("--data", help="ImageFolder dir or YOLO data.yaml (overrides data.source)")
     train.add_argument("--max-epochs", type=int, help="epochs to train")
     train.add_argument("--out", help="directory for checkpoint.pt and metrics.json")
     train.add_argument(
