@@ -13,7 +13,6 @@ Reported losses are cross-entropy without the l2 penalty, so trials with differe
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,18 +347,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data: ImageDataset, split: s
 
 def run(config: dict[str, Any], data: ImageDataset) -> None:
     """Ray Tune entry point: train epochs, report metrics and a checkpoint after each one."""
-    from ray import tune
+    from visiontune.trainables.tune_edge import run_session
 
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    session = Session(build_config(Config, config, "trial config"), data, device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            session.load(Path(directory) / CHECKPOINT_FILE)
-    while session.epoch < session.config.epochs:
-        metrics = session.train_epoch()
-        with tempfile.TemporaryDirectory() as directory:
-            session.save(Path(directory) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+    settings = build_config(Config, config, "trial config")
+    run_session(lambda device: Session(settings, data, device), CHECKPOINT_FILE)

@@ -49,7 +49,6 @@ on); `map`, `map50`, `ar100` are COCO metrics on the val split as fractions in [
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -661,18 +660,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data: DetectionDataset, spli
 
 def run(config: dict[str, Any], data: DetectionDataset) -> None:
     """Ray Tune entry point: train epochs, report metrics and a checkpoint after each one."""
-    from ray import tune
+    from visiontune.trainables.tune_edge import run_session
 
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    session = Session(build_config(Config, config, "trial config"), data, device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            session.load(Path(directory) / CHECKPOINT_FILE)
-    while session.epoch < session.config.epochs:
-        metrics = session.train_epoch()
-        with tempfile.TemporaryDirectory() as directory:
-            session.save(Path(directory) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+    settings = build_config(Config, config, "trial config")
+    run_session(lambda device: Session(settings, data, device), CHECKPOINT_FILE)

@@ -418,8 +418,9 @@ def run(config: dict[str, Any], data: DetectionDataset) -> None:
     a restored trial resumes from its checkpoint's last.pt at the next epoch."""
     from ray import tune
 
+    from visiontune.trainables.tune_edge import trial_cpus
+
     settings = build_config(Config, config, "trial config")
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     checkpoint = tune.get_checkpoint()
 
     def report(metrics: dict[str, float], last: Path) -> None:
@@ -437,4 +438,4 @@ def run(config: dict[str, Any], data: DetectionDataset) -> None:
                 )
             if resume_from is None:
                 return  # the checkpoint is the final epoch: nothing left to train
-        train(settings, data, scratch, report, max(1, int(cpus)), resume_from)
+        train(settings, data, scratch, report, trial_cpus(), resume_from)
