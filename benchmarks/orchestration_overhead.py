@@ -14,8 +14,10 @@ Each trial runs a busy loop of single-thread torch matmuls, calibrated once at s
 "epochs" and calls `tune.report` after each with a small checkpoint, as `trainables/classifier.py`
 does. The Tuner matches `visiontune/sweep.py`: function trainable wrapped in `with_resources`,
 `reuse_actors=True`, `max_concurrent_trials=slots`, `CheckpointConfig(num_to_keep=1, score)`,
-storage in a temp dir. Not the same: FIFO and Tune's default search instead of ASHA + Optuna, and
-Ray's default loggers instead of the sweep's callbacks (the brief asks for the bare Tuner cost).
+storage in a temp dir. The "sweep settings" row keeps Tune's default search (random), FIFO and
+Ray's default loggers (the bare Tuner cost); `--investigate` adds rows with the sweep's own
+callbacks (CSV, JSON, visiontune TensorBoard + status ledger) and with Optuna TPE on a SQLite study
++ ASHA, besides rows that switch single settings off.
 
 Compute is measured inside each trial (wall time of its busy loops), so load from other processes
 on the machine slows compute and overhead alike; the load average is printed with the results.
@@ -93,7 +95,8 @@ def fixed_work_trainable(config: dict[str, Any]) -> None:
             "busy_total_s": busy_total,
             "trial_entered": entered,
             "trial_started": started,
-            "trial_ended": time.time(),  # overwritten by later reports; the last one counts
+            "trial_ended": time.time(),  # the last report's value counts: its own round trip
+            # and the trial's end fall in the "between" column
             "pid": os.getpid(),
         }
         if config["checkpoint"]:
@@ -112,6 +115,9 @@ class Variant:
     checkpoint: bool = True
     env: tuple[tuple[str, str], ...] = ()
     verbose: int | None = None  # None: Tune's default, as the sweep uses
+    prewarm: bool = False  # import torch + Tune in `slots` pool workers before fit() (untimed)
+    sweep_callbacks: bool = False  # visiontune's CSV/JSON/TensorBoard/status callbacks instead
+    optuna_storage: str | None = None  # TPE + ASHA, study in "sqlite", "journal" or "memory"
 
 
 @dataclass(frozen=True)
@@ -121,10 +127,12 @@ class Measurement:
     wall: float
     compute: float
     imports: float  # sum over trials of (torch imported - function entered)
-    in_trial: float  # sum over trials of (last report returned - torch imported)
+    in_trial: float  # sum over trials of (last report sent - torch imported)
     startup: float  # slot-seconds from fit() start to each slot's first trial function
     tail: float  # slot-seconds from each slot's last trial function end to fit() return
     actors: int
+    prewarm_s: float  # untimed warm-up before fit(); 0 when the variant has none
+    prewarmed_trials: int  # trials that ran in a worker process the warm-up had prepared
 
     def ideal(self, slots: int) -> float:
         return self.compute / slots
@@ -145,23 +153,29 @@ def run_variant(
     os.environ.update(dict(variant.env))
     try:
         trainable = tune.with_resources(fixed_work_trainable, {"cpu": 1})
+        constants = {"epochs": epochs, "iterations": iterations, "checkpoint": variant.checkpoint}
+        name = variant.label.replace(" ", "_").replace("=", "-")
+        search = {} if variant.optuna_storage else {"x": tune.uniform(0, 1)}
         tuner = tune.Tuner(
             trainable,
-            param_space={
-                "x": tune.uniform(0, 1),
-                "epochs": epochs,
-                "iterations": iterations,
-                "checkpoint": variant.checkpoint,
-            },
+            param_space={**constants, **search},
             tune_config=tune.TuneConfig(
                 num_samples=trials,
                 max_concurrent_trials=slots,
                 reuse_actors=variant.reuse_actors,
+                **(
+                    optuna_asha(variant.optuna_storage, storage / name, epochs)
+                    if variant.optuna_storage
+                    else {}
+                ),
             ),
             run_config=tune.RunConfig(
-                name=variant.label.replace(" ", "_").replace("=", "-"),
+                name=name,
                 storage_path=str(storage),
                 verbose=variant.verbose,
+                callbacks=sweep_callbacks(storage / name, constants)
+                if variant.sweep_callbacks
+                else None,
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=variant.num_to_keep,
                     checkpoint_score_attribute="score",
@@ -169,9 +183,9 @@ def run_variant(
                 ),
             ),
         )
+        prewarm_s, warm_pids = prewarm_workers(slots) if variant.prewarm else (0.0, set())
         start = time.time()
-        with console_to(storage / "tune_console.log"):
-            results = tuner.fit()
+        results = tuner.fit()
         end = time.time()
     finally:
         for key, value in saved.items():
@@ -197,21 +211,133 @@ def run_variant(
         startup=sum(t - start for t in starts),
         tail=sum(end - t for t in ends),
         actors=len({m["pid"] for m in finals}),
+        prewarm_s=prewarm_s,
+        prewarmed_trials=sum(m["pid"] in warm_pids for m in finals),
     )
+
+
+def sweep_callbacks(exp_dir: Path, constants: dict[str, Any]) -> list:
+    """The callbacks `visiontune.sweep.build_tuner` installs, for this benchmark's parameters."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from visiontune.callbacks import TensorBoardCallback, TrialStatusCallback
+    from visiontune.spec import Distribution
+
+    search = {"x": Distribution("uniform", 0.0, 1.0)}
+    return [
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+        TensorBoardCallback(exp_dir, constants, search, ("score", "epoch")),
+        TrialStatusCallback(exp_dir, constants["epochs"]),
+    ]
+
+
+def optuna_asha(kind: str, path: Path, epochs: int) -> dict[str, Any]:
+    """Search and scheduler as the sweep builds them (TPE, study in `kind` storage, ASHA on
+    epochs); the grace period is the full budget so every trial does the same fixed work."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    storages = {
+        "sqlite": lambda: optuna.storages.RDBStorage(f"sqlite:///{path}.db"),  # the sweep's
+        "journal": lambda: optuna.storages.JournalStorage(JournalFileBackend(f"{path}.log")),
+        "memory": lambda: None,
+    }
+    searcher = OptunaSearch(
+        space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+        metric="score",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=10),
+        study_name=path.name,
+        storage=storages[kind](),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        metric="score",
+        mode="max",
+        max_t=epochs,
+        grace_period=epochs,
+    )
+    return {"search_alg": searcher, "scheduler": scheduler}
+
+
+def print_optuna_storage_costs(trials: int = 20, epochs: int = 4) -> None:
+    """Driver-side milliseconds of the Optuna calls OptunaSearch makes: ask per trial start,
+    report per result (every epoch), tell per trial end, for each storage kind."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print("\noptuna storage, driver ms per call (TPE, x ~ U(0, 1)):  ask   report   tell")
+    with tempfile.TemporaryDirectory(prefix="vt_optuna_") as directory:
+        storages = {
+            "sqlite (the sweep's)": optuna.storages.RDBStorage(f"sqlite:///{directory}/s.db"),
+            "journal file": optuna.storages.JournalStorage(
+                JournalFileBackend(f"{directory}/s.log")
+            ),
+            "in-memory": None,
+        }
+        for label, storage in storages.items():
+            study = optuna.create_study(
+                storage=storage, sampler=optuna.samplers.TPESampler(seed=0), direction="maximize"
+            )
+            seconds = {"ask": 0.0, "report": 0.0, "tell": 0.0}
+            for _ in range(trials):
+                start = time.perf_counter()
+                trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+                seconds["ask"] += time.perf_counter() - start
+                for epoch in range(1, epochs + 1):
+                    start = time.perf_counter()
+                    trial.report(trial.params["x"] + epoch, epoch)
+                    seconds["report"] += time.perf_counter() - start
+                start = time.perf_counter()
+                study.tell(trial, trial.params["x"] + epochs)
+                seconds["tell"] += time.perf_counter() - start
+            ms = {
+                k: 1000 * v / (trials * (epochs if k == "report" else 1))
+                for k, v in seconds.items()
+            }
+            print(f"  {label:<48}{ms['ask']:>6.1f}{ms['report']:>9.1f}{ms['tell']:>7.1f}")
+
+
+def _import_trial_modules() -> int:
+    import torch  # noqa: F401
+    from ray.tune.trainable import function_trainable  # noqa: F401
+
+    time.sleep(0.5)  # hold the worker so each of the `slots` calls lands on a different one
+    return os.getpid()
+
+
+def prewarm_workers(slots: int) -> tuple[float, set[int]]:
+    """Run one task per slot that imports what a trial imports; Ray keeps those worker processes
+    idle in its pool and may start Tune's trial actors in them. Returns (seconds, worker pids)."""
+    import ray
+
+    start = time.perf_counter()
+    task = ray.remote(num_cpus=1)(_import_trial_modules)
+    pids = set(ray.get([task.remote() for _ in range(slots)]))
+    return time.perf_counter() - start, pids
 
 
 @contextlib.contextmanager
 def console_to(path: Path) -> Iterator[None]:
     """Send this process's stdout/stderr (Tune's progress tables, worker logs) to `path`, so the
-    benchmark's own output stays readable; Tune still formats and writes everything it would."""
+    benchmark's own output stays readable; Tune still formats and writes everything it would.
+    The file lives in the temporary storage and is deleted with it."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    failed = False
     with open(path, "a") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -219,9 +345,12 @@ def console_to(path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            if failed:  # the log is about to be deleted with its directory: show its end
+                tail = path.read_text(errors="replace").splitlines()[-40:]
+                print("\n".join(["--- end of the captured console output ---", *tail]))
 
 
-def variants(compare_reuse: bool, investigate: bool) -> list[Variant]:
+def variants(compare_reuse: bool, investigate: bool, prewarm: bool) -> list[Variant]:
     chosen = [Variant("sweep settings")]
     if compare_reuse:
         chosen.append(Variant("reuse_actors=False", reuse_actors=False))
@@ -233,8 +362,20 @@ def variants(compare_reuse: bool, investigate: bool) -> list[Variant]:
             Variant("no auto loggers", env=no_loggers),
             Variant("verbose=0", verbose=0),
             Variant("keep=None,no loggers,verbose=0", num_to_keep=None, env=no_loggers, verbose=0),
+            Variant("sweep callbacks", env=no_loggers, sweep_callbacks=True),
+            Variant("optuna TPE sqlite + ASHA", optuna_storage="sqlite"),
+            Variant("optuna TPE journal + ASHA", optuna_storage="journal"),
+            Variant("optuna TPE in-memory + ASHA", optuna_storage="memory"),
+            Variant(
+                "callbacks+optuna sqlite+ASHA",
+                env=no_loggers,
+                sweep_callbacks=True,
+                optuna_storage="sqlite",
+            ),
             Variant("sweep settings (again)"),  # shows drift in machine load over the run
         ]
+    if prewarm:
+        chosen.append(Variant("sweep settings + prewarm", prewarm=True))
     return chosen
 
 
@@ -242,7 +383,7 @@ def print_table(measurements: list[Measurement], slots: int) -> None:
     header = (
         f"{'variant':<32}{'trials':>7}{'actors':>7}{'wall s':>9}{'ideal s':>9}{'ratio':>7}"
         f"{'ovh slot-s/trial':>18}{'in-trial':>10}{'import':>8}{'startup':>9}{'between':>9}"
-        f"{'tail':>7}  goals"
+        f"{'tail':>7}{'recurring':>11}  goals"
     )
     print(header)
     print("-" * len(header))
@@ -257,19 +398,27 @@ def print_table(measurements: list[Measurement], slots: int) -> None:
             f"{m.variant.label:<32}{m.trials:>7}{m.actors:>7}{m.wall:>9.2f}{m.ideal(slots):>9.2f}"
             f"{ratio:>7.3f}{per_trial:>18.3f}{in_trial:>10.3f}{m.imports / m.trials:>8.3f}"
             f"{m.startup / m.trials:>9.3f}"
-            f"{between:>9.3f}{m.tail / m.trials:>7.3f}  {goals}"
+            f"{between:>9.3f}{m.tail / m.trials:>7.3f}{in_trial + between:>11.3f}  {goals}"
         )
     print(
         "\ncolumns: ratio = wall / ideal, ideal = total measured compute / slots; "
         "ovh = (wall*slots - compute) / trials, the sum of (all per trial):\n"
-        "  in-trial: trial-function time that is not compute (report + checkpoint round trips)\n"
+        "  in-trial: trial-function time that is not compute, up to the last report (checkpoint\n"
+        "            writes + report round trips of epochs 1..N-1)\n"
         "  import:   `import torch` in the trial function (once per worker process)\n"
         "  startup:  fit() start to the first trial function on each slot (actor start, imports)\n"
-        "  between:  slot idle between two trials (trial end, actor reset or restart, scheduling)\n"
+        "  between:  last report sent to next trial function start (last round trip, trial end,\n"
+        "            actor reset or restart, scheduling)\n"
         "  tail:     last trial function end on each slot to fit() return\n"
-        f"Goals: ratio <= {GOAL_RATIO}, ovh <= {GOAL_SLOT_S_PER_TRIAL}. "
-        "Tune's console output went to tune_console.log in the (deleted) temp storage."
+        "  recurring = in-trial + between: the part that does not shrink with more trials per slot\n"
+        f"Goals: ratio <= {GOAL_RATIO}, ovh <= {GOAL_SLOT_S_PER_TRIAL}."
     )
+    for m in measurements:
+        if m.variant.prewarm:
+            print(
+                f"{m.variant.label}: warm-up took {m.prewarm_s:.2f} s before fit() (not in wall); "
+                f"{m.prewarmed_trials}/{m.trials} trials ran in a warmed worker process"
+            )
 
 
 def parse_args() -> argparse.Namespace:
@@ -281,6 +430,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epoch-s", type=float, default=None, help="default 0.5 (0.25 quick)")
     parser.add_argument("--compare-reuse", action="store_true", help="also reuse_actors=False")
     parser.add_argument("--investigate", action="store_true", help="one run per setting")
+    parser.add_argument(
+        "--prewarm", action="store_true", help="also warm pool workers before fit() (prototype)"
+    )
     return parser.parse_args()
 
 
@@ -302,17 +454,23 @@ def main() -> None:
         f" (calibrated to ~{epoch_s} s per epoch on 1 thread), {args.slots} slots of cpu=1"
     )
     measurements = []
-    ray.init(address="local", include_dashboard=False, num_cpus=args.slots)
-    try:
-        with tempfile.TemporaryDirectory(prefix="vt_orch_") as storage:
-            for variant in variants(args.compare_reuse, args.investigate):
+    # Ray's, Tune's and the workers' console output goes to a file (some of it arrives late)
+    with (
+        tempfile.TemporaryDirectory(prefix="vt_orch_") as storage,
+        console_to(Path(storage) / "ray_console.log"),
+    ):
+        ray.init(address="local", include_dashboard=False, num_cpus=args.slots)
+        try:
+            for variant in variants(args.compare_reuse, args.investigate, args.prewarm):
                 measurements.append(
                     run_variant(variant, trials, args.slots, args.epochs, iterations, Path(storage))
                 )
-    finally:
-        ray.shutdown()
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
+        finally:
+            ray.shutdown()
+    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
     print_table(measurements, args.slots)
+    if args.investigate:
+        print_optuna_storage_costs()
 
 
 if __name__ == "__main__":

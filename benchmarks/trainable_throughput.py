@@ -20,16 +20,21 @@ end-to-end rate divides train images by the whole epoch as the loop sees it: Tun
 plus the same checkpoint save.
 
 Runs alternate bare, Tune, Tune, bare (ABBA) so drift in machine load hits both sides alike.
+Ray starts its workers at nice 15 (`RAY_worker_niceness`) while this process, which runs the bare
+loop, stays at 0: on a busy machine that alone can tilt the ratio. `--compare-niceness` repeats
+everything in a second Ray session with `RAY_worker_niceness=0` (the bare loop's priority).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +43,7 @@ from visiontune.data.imagefolder import ImageDataset, Split
 from visiontune.sweep import keep_ray_on_loopback
 
 GOAL = 0.95
+NICENESS_VAR = "RAY_worker_niceness"  # Ray's spelling; the raylet reads it at ray.init
 HEIGHT, WIDTH, CLASSES = 40, 24, 12
 
 
@@ -108,6 +114,34 @@ def run_tune(data: ImageDataset, epochs: int, storage: Path) -> list[tuple[float
     ]
 
 
+@contextlib.contextmanager
+def console_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (Tune's and the workers' logs) to `path`, so the
+    benchmark's own output stays readable."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    failed = False
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            if failed:  # the log is about to be deleted with its directory: show its end
+                tail = path.read_text(errors="replace").splitlines()[-40:]
+                print("\n".join(["--- end of the captured console output ---", *tail]))
+
+
 def summarize(label: str, runs: list[list[tuple[float, float]]]) -> tuple[float, float]:
     steady = [epoch for rows in runs for epoch in rows[1:]]  # skip each run's warm-up epoch
     metric = statistics.median(e[0] for e in steady)
@@ -117,12 +151,58 @@ def summarize(label: str, runs: list[list[tuple[float, float]]]) -> tuple[float,
     return metric, end_to_end
 
 
+def compare(data: ImageDataset, epochs: int, pairs: int, niceness: str | None) -> None:
+    """One Ray session: `pairs` ABBA rounds of bare and Tune runs, then their table."""
+    import ray
+
+    if niceness is None:
+        os.environ.pop(NICENESS_VAR, None)
+    else:
+        os.environ[NICENESS_VAR] = niceness
+    bare: list[list[tuple[float, float]]] = []
+    tuned: list[list[tuple[float, float]]] = []
+    load_before = os.getloadavg()[0]
+    # Ray's and the workers' logs go to a file for the whole session (some arrive late)
+    with (
+        tempfile.TemporaryDirectory(prefix="vt_throughput_") as storage,
+        console_to(Path(storage) / "ray_console.log"),
+    ):
+        ray.init(address="local", include_dashboard=False, num_cpus=2)
+        try:
+            for pair in range(pairs):
+                order = ("bare", "tune") if pair % 2 == 0 else ("tune", "bare")
+                for side in order:
+                    if side == "bare":
+                        bare.append(run_bare(data, epochs))
+                    else:
+                        tuned.append(run_tune(data, epochs, Path(storage)))
+        finally:
+            ray.shutdown()
+    print(
+        f"\nRay worker niceness: {niceness or 'Ray default (15)'}, bare loop (this process): "
+        f"{os.nice(0)}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
+    print(f"{'side':<6}{'images_per_s':>14}{'end-to-end/s':>16}   per-epoch images_per_s by run")
+    bare_metric, bare_e2e = summarize("bare", bare)
+    tune_metric, tune_e2e = summarize("tune", tuned)
+    ratio = tune_metric / bare_metric
+    print(
+        f"ratio {ratio:>14.3f}{tune_e2e / bare_e2e:>16.3f}   "
+        f"goal tune/bare >= {GOAL} on images_per_s: {'MET' if ratio >= GOAL else 'missed'}"
+    )
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1000 images, one pair (< 60 s)")
     parser.add_argument("--train-images", type=int, default=None, help="default 2000 (1000 quick)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=None, help="A/B pairs, default 2 (1 quick)")
+    parser.add_argument(
+        "--compare-niceness",
+        action="store_true",
+        help="then repeat everything in a second Ray session with RAY_worker_niceness=0",
+    )
     return parser.parse_args()
 
 
@@ -141,38 +221,17 @@ def main() -> None:
     data = synthetic_dataset(train_images)
     print(
         f"python {sys.version.split()[0]}, ray {ray.__version__}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}"
+        f"{os.cpu_count()} CPUs"
     )
     print(
         f"{train_images} train + {len(data.splits['val'].labels)} val images "
         f"{data.channels}x{HEIGHT}x{WIDTH}, {CLASSES} classes, Config defaults, "
         f"{args.epochs} epochs per run, order: {'bare tune tune bare ' * pairs}".rstrip()
     )
-    bare: list[list[tuple[float, float]]] = []
-    tuned: list[list[tuple[float, float]]] = []
-    ray.init(address="local", include_dashboard=False, num_cpus=2)
-    try:
-        with tempfile.TemporaryDirectory(prefix="vt_throughput_") as storage:
-            for pair in range(pairs):
-                order = ("bare", "tune") if pair % 2 == 0 else ("tune", "bare")
-                for side in order:
-                    if side == "bare":
-                        bare.append(run_bare(data, args.epochs))
-                    else:
-                        tuned.append(run_tune(data, args.epochs, Path(storage)))
-    finally:
-        ray.shutdown()
-    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
-    print(f"{'side':<6}{'images_per_s':>14}{'end-to-end/s':>16}   per-epoch images_per_s by run")
-    bare_metric, bare_e2e = summarize("bare", bare)
-    tune_metric, tune_e2e = summarize("tune", tuned)
-    ratio = tune_metric / bare_metric
+    for niceness in [None, "0"] if args.compare_niceness else [None]:
+        compare(data, args.epochs, pairs, niceness)
     print(
-        f"ratio {ratio:>14.3f}{tune_e2e / bare_e2e:>16.3f}   "
-        f"goal tune/bare >= {GOAL} on images_per_s: {'MET' if ratio >= GOAL else 'missed'}"
-    )
-    print(
-        "medians over epochs 2.. of every run; images_per_s = train images / (train + val) s "
+        "\nmedians over epochs 2.. of every run; images_per_s = train images / (train + val) s "
         "(Session.train_epoch);\nend-to-end adds checkpoint save (both) and the report round "
         "trip (Tune: time_this_iter_s)."
     )

@@ -204,7 +204,8 @@ def prepare_split(split: DetectionSplit, image_size: tuple[int, int]) -> Detecti
     for image, image_boxes, image_labels in zip(
         split.images, split.boxes, split.labels, strict=True
     ):
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        # a copy: arrays from the object store are read-only
+        tensor = torch.from_numpy(np.array(image))
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         if tuple(tensor.shape[1:]) != (height, width):
             resized = F.interpolate(
