@@ -2,10 +2,13 @@
 
 Run (from the repository root):
 
-    .venv/bin/python benchmarks/orchestration_overhead.py                  # 40 trials x 2 s
-    .venv/bin/python benchmarks/orchestration_overhead.py --quick          # 12 trials x 1 s
+    .venv/bin/python benchmarks/orchestration_overhead.py                  # 40 trials x 2 s, ~1 min
+    .venv/bin/python benchmarks/orchestration_overhead.py --quick          # 12 trials x 1 s, < 30 s
     .venv/bin/python benchmarks/orchestration_overhead.py --compare-reuse  # + reuse_actors=False
-    .venv/bin/python benchmarks/orchestration_overhead.py --investigate    # + a row per setting
+    .venv/bin/python benchmarks/orchestration_overhead.py --investigate --prewarm --trials 20
+
+`--investigate` adds a row per setting (about 9 minutes at 20 trials) and times Optuna's storage
+calls; `--prewarm` adds a prototype that warms pool workers before fit() (it did not help here).
 
 Goal: on 2 slots (cpu=1 per trial, `ray.init(num_cpus=2)`), `tuner.fit()` wall time at most 1.10x
 the ideal (total measured compute / slots), and at most 0.15 slot-seconds of overhead per trial.
