@@ -133,3 +133,49 @@ def test_every_command_has_help(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert "usage: visiontune" in capsys.readouterr().out
+
+
+def _yolo_tree(root: Path, label: str) -> Path:
+    for split in ("train", "val", "test"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(root / "images" / split / "a.png")
+        (root / "labels" / split / "a.txt").write_text(label)
+    names = "names: [No-Anomaly, Shadowing]\n"
+    (root / "data.yaml").write_text(
+        f"path: .\ntrain: images/train\nval: images/val\ntest: images/test\n{names}"
+    )
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("space", ["faster_rcnn.yaml", "yolo.yaml"])
+def test_detection_label_with_unknown_class_names_file_and_line(capsys, tmp_path, space):
+    data = _yolo_tree(tmp_path / "det", "0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n")
+    err = _run_bad(
+        capsys, tmp_path, "tune", str(CLASSIFIER_SPACE.with_name(space)), "--data", str(data)
+    )
+    assert str(tmp_path / "det" / "labels" / "train" / "a.txt") in err and "7" in err
+
+
+def test_detection_box_outside_the_image_is_refused(capsys, tmp_path):
+    data = _yolo_tree(tmp_path / "det", "0 0.5 0.5 1.4 0.2\n")
+    err = _run_bad(
+        capsys, tmp_path, "tune", str(CLASSIFIER_SPACE.with_name("yolo.yaml")), "--data", str(data)
+    )
+    assert "a.txt" in err
+
+
+def test_detection_spec_value_the_trainable_rejects(capsys, tmp_path):
+    err = _run_bad(
+        capsys, tmp_path, "tune", str(CLASSIFIER_SPACE.with_name("yolo.yaml")), "--set", "imgsz=100"
+    )
+    assert "--set imgsz=100" in err
+
+
+def test_classifier_space_cannot_read_a_detection_dataset(capsys, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        CLASSIFIER_SPACE.read_text().replace("source: ir-solar-modules", "source: pv-arrays")
+    )
+    err = _run_bad(capsys, tmp_path, "tune", str(space))
+    assert "'pv-arrays' is a yolo dataset" in err
