@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFIER_SPACE = REPO / "search_spaces" / "classifier.yaml"
@@ -18,3 +24,23 @@ def visiontune(
     return subprocess.run(
         [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )
+
+
+@contextmanager
+def no_network() -> Iterator[list[str]]:
+    """Every way out of the process records its target and fails, as on an offline machine."""
+    attempts: list[str] = []
+
+    def refuse(name: str):
+        def blocked(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(f"{name}{args[1:] if name.startswith('socket.') else args}")
+            raise OSError(f"network blocked in tests: {name}")
+
+        return blocked
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse("socket.connect"))
+        patch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+        patch.setattr(socket, "create_connection", refuse("create_connection"))
+        patch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+        yield attempts

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from visiontune.data.imagefolder import ImageDataset
-from visiontune.params import build_config, config_dict
+from visiontune.params import build_config
+from visiontune.trainables.session import CheckpointedSession
 
 DATA_FORMAT = "imagefolder"  # visiontune.data.load_dataset reads DIR/{train,val,test}/<class>/
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch")
@@ -240,7 +241,7 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class Session:
+class Session(CheckpointedSession):
     """One configuration's training state: model, optimizer, LR schedule, RNG, epoch counter.
 
     Plain PyTorch; `run` (Ray Tune) and `visiontune train` both drive it one epoch at a time.
@@ -296,37 +297,6 @@ class Session:
     def evaluate(self, split: str) -> dict[str, float]:
         images, labels = self.tensors[split]
         return evaluate(self.model, images, labels, self.normalize)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "shuffle": self.generator.get_state(),
-                # dropout and augmentation draw from the CUDA generator on a GPU
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            "config": config_dict(self.config),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.generator.set_state(state["rng"]["shuffle"])
-
-    def save(self, path: Path) -> None:
-        torch.save(self.state_dict(), path)
-
-    def load(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
 
 def load_session(checkpoint_dir: str | Path, data: ImageDataset, device: str = "cpu") -> Session:

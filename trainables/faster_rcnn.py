@@ -64,7 +64,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
 
 from visiontune.data.detection import DetectionDataset, DetectionSplit, to_xyxy_abs
-from visiontune.params import build_config, config_dict
+from visiontune.params import build_config
+from visiontune.trainables.session import CheckpointedSession
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset decodes a YOLO-layout data.yaml
 METRICS = (
@@ -545,7 +546,7 @@ def evaluate(model: nn.Module, data: DetectionTensors, names: tuple[str, ...]) -
     return compute_map(predictions, targets, names)
 
 
-class Session:
+class Session(CheckpointedSession):
     """One configuration's training state: model, optimizer, LR schedule, RNG, epoch counter.
 
     Plain PyTorch; `run` (Ray Tune) and `visiontune train` both drive it one epoch at a time.
@@ -599,36 +600,6 @@ class Session:
         if split not in self.tensors:
             raise ValueError(f"split must be one of {sorted(self.tensors)}, got {split!r}")
         return evaluate(self.model, self.tensors[split], self.names)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "rng": {
-                "torch": torch.get_rng_state(),  # RoI/anchor sampling draws from it
-                "augment": self.generator.get_state(),  # shuffling and augmentation
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            "config": config_dict(self.config),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.generator.set_state(state["rng"]["augment"])
-
-    def save(self, path: Path) -> None:
-        torch.save(self.state_dict(), path)
-
-    def load(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
 
 def load_session(

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from support import no_network
 from torch import nn
 from torchvision.models.detection import (
     fasterrcnn_mobilenet_v3_large_fpn,
@@ -95,26 +94,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@contextmanager
-def _no_network() -> Iterator[list[str]]:
-    """Every way out of the process records its target and fails, as on an offline machine."""
-    attempts: list[str] = []
-
-    def refuse(name: str):
-        def blocked(*args: Any, **kwargs: Any) -> Any:
-            attempts.append(name)
-            raise OSError(f"network blocked in tests: {name}")
-
-        return blocked
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse("socket.connect"))
-        patch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
-        patch.setattr(socket, "create_connection", refuse("create_connection"))
-        patch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-        yield attempts
 
 
 def _box_image(boxes: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -266,7 +245,7 @@ def test_augmentation_is_a_function_of_the_generator_seed() -> None:
 def test_model_builds_and_trains_without_any_network_access(
     backbone: str, data: DetectionDataset
 ) -> None:
-    with _no_network() as attempts:
+    with no_network() as attempts:
         model = build_model(Config(backbone=backbone, **TINY), len(NAMES), (SIZE, SIZE))
         split = prepare_split(data.splits["train"], (SIZE, SIZE))
         images = [split.images[i].float().div(255).expand(3, -1, -1) for i in range(2)]

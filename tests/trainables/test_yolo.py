@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from support import no_network
 
 from visiontune.data.detection import DetectionDataset, DetectionSplit
 from visiontune.params import config_dict
@@ -92,26 +91,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> DetectionDataset:
 # --- no network ----------------------------------------------------------------------------
 
 
-@contextmanager
-def _no_network() -> Iterator[list[str]]:
-    """Every way out of the process records its target and fails, as on an offline machine."""
-    attempts: list[str] = []
-
-    def refuse(name: str):
-        def blocked(*args: Any, **kwargs: Any) -> Any:
-            attempts.append(f"{name}{args[1:] if name.startswith('socket.') else args}")
-            raise OSError(f"network blocked in tests: {name}")
-
-        return blocked
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse("socket.connect"))
-        patch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
-        patch.setattr(socket, "create_connection", refuse("create_connection"))
-        patch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-        yield attempts
-
-
 # --- one real training run, shared ----------------------------------------------------------
 
 
@@ -138,7 +117,7 @@ def _train(
         result.checkpoints.append(keep.parent)
 
     try:
-        with _no_network() as attempts:
+        with no_network() as attempts:
             train(config, data, out / "scratch", on_epoch, threads=1, resume_from=resume_from)
     finally:
         torch.set_num_threads(threads)
@@ -153,7 +132,7 @@ def straight(data: DetectionDataset, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def evaluation(straight: Run, data: DetectionDataset) -> dict[str, Any]:
-    with _no_network() as attempts:
+    with no_network() as attempts:
         result = evaluate_checkpoint(straight.checkpoints[-1], data, "test")
     assert attempts == []
     return result
