@@ -44,3 +44,19 @@ def no_network() -> Iterator[list[str]]:
         patch.setattr(socket, "create_connection", refuse("create_connection"))
         patch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
         yield attempts
+
+
+def uncommented_keys(path: Path) -> list[str]:
+    """Lines of a YAML file that set a key without a trailing comment saying what it is.
+    Keys inside a multi-line {flow mapping} are documented by the line that opens it."""
+    missing, depth = [], 0
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        code = line.split("#", 1)[0]
+        opened = depth
+        depth += code.count("{") - code.count("}")
+        stripped = code.strip()
+        if opened or not stripped or stripped.startswith(("{", "-")) or ":" not in code:
+            continue
+        if "#" not in line:
+            missing.append(f"{path.name}:{number}: {line.strip()}")
+    return missing

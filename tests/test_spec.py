@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import CLASSIFIER_SPACE
+from support import CLASSIFIER_SPACE, uncommented_keys
 
 from visiontune.errors import InputError
 from visiontune.spec import load_spec, validate
@@ -38,15 +38,9 @@ def test_classifier_space_loads_with_both_seed_points_inside_their_ranges():
     assert "epochs" in spec.fixed and "lr" not in spec.fixed
 
 
-def test_every_key_of_the_classifier_space_has_a_comment():
-    depth = 0  # inside a multi-line {flow mapping}: its keys are documented by the line above
-    for number, line in enumerate(CLASSIFIER_SPACE.read_text().splitlines(), 1):
-        code = line.split("#", 1)[0]
-        opened = depth
-        depth += code.count("{") - code.count("}")
-        if opened or not code.strip() or code.strip().startswith("{") or ":" not in code:
-            continue
-        assert "#" in line, f"line {number} has no comment: {line!r}"
+@pytest.mark.parametrize("space", ["classifier.yaml", "faster_rcnn.yaml", "yolo.yaml"])
+def test_every_key_of_every_search_space_has_a_comment(space):
+    assert uncommented_keys(CLASSIFIER_SPACE.with_name(space)) == []
 
 
 @pytest.mark.parametrize(
