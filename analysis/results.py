@@ -93,6 +93,8 @@ def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFr
             history["trial_id"] = trial_id
             histories.append(history)
         status, error = _status(ledger.get(trial_id), len(history), spec.epochs)
+        if status == "LOST":  # started by a killed driver, never restored: not part of the sweep
+            continue
         row = {
             "trial_id": trial_id,
             "status": status,

@@ -177,15 +177,24 @@ class TrialStatusCallback(Callback):
         self.path = Path(experiment_dir) / STATUS_FILE
         self.epochs = epochs
         self.status: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            self.status = json.loads(self.path.read_text())
+
+    def setup(self, **info: Any) -> None:
+        # A resumed sweep unpickles this callback as it was when the sweep started: the
+        # ledger on disk is the truth about every trial since.
+        self.status = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def _update(self, trial: Any, **fields: Any) -> None:
         entry = self.status.setdefault(trial.trial_id, {"dir": trial_dir(trial).name})
         entry.update(fields, updated=time.time())
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        text = json.dumps(self.status, indent=1, sort_keys=True)
+        # A resumed sweep's driver staging dir starts as a copy of the experiment dir, which Ray
+        # uploads back at the end: keep that copy current too, or it would revert the ledger.
+        staging = Path(trial.local_experiment_path) / STATUS_FILE
+        for path in {self.path, staging}:
+            if path.parent.is_dir():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, path)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, status="RUNNING")

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
     tune.add_argument("--max-concurrent", type=int, help="trials at once (default: every slot)")
     tune.add_argument("--seed", type=int, help="searcher seed")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue the interrupted sweep STORAGE/NAME (finished trials are kept)")  # fmt: skip
     tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trainable parameter for every trial (repeatable)")  # fmt: skip
 
@@ -75,6 +77,7 @@ def _abs_data(value: str | None) -> str | None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
+    from visiontune.layout import SPEC_FILE
     from visiontune.spec import load_spec
     from visiontune.sweep import experiment_dir, keep_ray_on_loopback
     from visiontune.trainables import load_task
@@ -89,12 +92,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     spec = load_spec(args.space, overrides, args.assignments)
-    task = load_task(spec.task)
     name = args.name or spec.name
-    if experiment_dir(args.storage, name).exists():
-        raise InputError(
-            f"{experiment_dir(args.storage, name)}: experiment already exists; use another --name"
-        )
+    exp_dir = experiment_dir(args.storage, name)
+    if args.resume:
+        changed = [k for k, v in overrides.items() if v is not None] + args.assignments
+        if changed:
+            raise InputError(f"--resume: the sweep's spec cannot change on resume, got {changed}")
+        if not (exp_dir / SPEC_FILE).is_file():
+            raise InputError(f"{exp_dir}: no experiment to resume")
+        spec = load_spec(exp_dir / SPEC_FILE)  # the search space a sweep started with is fixed
+    elif exp_dir.exists():
+        raise InputError(f"{exp_dir}: experiment already exists; use --resume or another --name")
+    task = load_task(spec.task)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     if not args.address:
         keep_ray_on_loopback()
@@ -102,7 +111,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.analysis.results import load_experiment
     from visiontune.sweep import run_sweep
 
-    exp_dir = run_sweep(spec, data, args.storage, name, args.address)
+    exp_dir = run_sweep(spec, data, args.storage, name, args.address, resume=args.resume)
     out = write_report(exp_dir)
     print(f"\nExperiment: {exp_dir}\nReport:     {out / 'report.md'}\n")
     print(main_table(load_experiment(exp_dir)))

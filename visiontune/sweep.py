@@ -121,6 +121,35 @@ def cluster_slots(spec: SweepSpec) -> int:
     return slots
 
 
+def wrapped_trainable(spec: SweepSpec, task: ModuleType, data: Any) -> Any:
+    """The task's `run` with the shared dataset and the per-trial resources (also what a resumed
+    sweep must be given again)."""
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(task.run, data=data),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+
+
+def restore_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path) -> Any:
+    """Continue an interrupted sweep: finished trials stay as they are, unfinished ones resume
+    from their last checkpoints, the searcher (and its Optuna study) from its saved state."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(str(exp_dir)):
+        raise InputError(f"{exp_dir}: no Ray Tune state to resume from")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    return tune.Tuner.restore(
+        str(exp_dir),
+        trainable=wrapped_trainable(spec, task, data),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
+
+
 def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slots: int) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -130,10 +159,7 @@ def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slo
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our TensorBoard logger replaces Ray's
     # A checkpoint every epoch with num_to_keep=1 forces a (cheap) experiment snapshot each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    trainable = tune.with_resources(
-        tune.with_parameters(task.run, data=data),
-        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
-    )
+    trainable = wrapped_trainable(spec, task, data)
     callbacks = [
         CSVLoggerCallback(),
         JsonLoggerCallback(),
@@ -253,28 +279,67 @@ def _start_ray(address: str | None, spec: SweepSpec) -> bool:
     return True
 
 
+def reconcile_trials(exp_dir: Path, results: Any, epochs: int) -> None:
+    """Bring the ledger and the Optuna study in line with what Ray finished, after a resume.
+
+    A driver killed mid-sweep can leave trials the ledger still calls RUNNING: some Ray restored
+    and finished without a fresh event, others Ray's experiment state never recorded, so Ray does
+    not restore them (it samples replacements). The first get their final state from Ray's
+    results; the second are marked LOST in the ledger and FAIL in the study, so neither counts a
+    trial that no longer exists."""
+    import optuna
+
+    from visiontune.layout import STATUS_FILE
+
+    finished = {Path(result.path).name.removeprefix("trial_"): result for result in results}
+    ledger_path = exp_dir / STATUS_FILE
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+    for trial_id, entry in ledger.items():
+        result = finished.get(trial_id)
+        if result is None:
+            entry["status"] = "LOST"
+        elif entry.get("status") == "RUNNING":
+            done = int((result.metrics or {}).get("training_iteration", entry.get("epochs", 0)))
+            stopped = "TERMINATED" if done >= epochs else "STOPPED"
+            entry.update(epochs=done, status="ERROR" if result.error else stopped)
+    _write_json(ledger_path, ledger)
+    study = optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
 def run_sweep(
-    spec: SweepSpec, data: Any, storage: str | os.PathLike, name: str, address: str | None = None
+    spec: SweepSpec,
+    data: Any,
+    storage: str | os.PathLike,
+    name: str,
+    address: str | None = None,
+    resume: bool = False,
 ) -> Path:
-    """Run the sweep; returns the experiment directory. `data` is the decoded dataset."""
+    """Run (or, with `resume`, continue) the sweep; returns the experiment directory. `data` is
+    the decoded dataset."""
     import ray
 
     from visiontune.trainables import load_task
 
     task = load_task(spec.task)
     exp_dir = experiment_dir(storage, name)
-    if exp_dir.exists():
+    if exp_dir.exists() and not resume:
         raise InputError(f"{exp_dir}: experiment already exists; choose another --name")
     started_ray = _start_ray(address, spec)
     try:
         slots = cluster_slots(spec)
-        exp_dir.mkdir(parents=True)
-        (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
-        _write_json(exp_dir / DATASET_FILE, data.summary())
-        tuner = build_tuner(spec, task, data, exp_dir, slots)
+        if resume:
+            tuner = restore_tuner(spec, task, data, exp_dir)
+        else:
+            exp_dir.mkdir(parents=True)
+            (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
+            _write_json(exp_dir / DATASET_FILE, data.summary())
+            tuner = build_tuner(spec, task, data, exp_dir, slots)
         start = time.time()
         results = tuner.fit()
         wall = time.time() - start
+        reconcile_trials(exp_dir, results, spec.epochs)
         test_rows = evaluate_on_test(spec, task, data, results)
         _write_json(exp_dir / TEST_FILE, test_rows)
         _write_json(

@@ -1,0 +1,96 @@
+"""A sweep whose driver is killed (SIGKILL) continues with --resume: finished trials are not run
+again, unfinished ones continue from their checkpoints, and the Optuna study stays consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from support import CLASSIFIER_SPACE, visiontune
+
+NUM_SAMPLES = 5
+EPOCHS = 3
+
+
+def _finished(exp: Path) -> dict[str, dict]:
+    try:
+        status = json.loads((exp / "trial_status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {k: v for k, v in status.items() if v.get("status") in ("TERMINATED", "STOPPED")}
+
+
+def _kill_when_two_trials_finished(args: list[str], exp: Path) -> dict[str, dict]:
+    exe = str(Path(sys.executable).with_name("visiontune"))
+    # Its own session: the driver and the local Ray it started die together, as on Ctrl-\\.
+    proc = subprocess.Popen(
+        [exe, *map(str, args)], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while len(_finished(exp)) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.5)
+        finished = _finished(exp)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(finished) >= 2
+    assert len(finished) < NUM_SAMPLES, "every trial finished before the kill: nothing to resume"
+    return finished
+
+
+def _epochs_of(trial_dir: Path) -> list[int]:
+    rows = []
+    for line in (trial_dir / "result.json").read_text().splitlines():
+        try:
+            rows.append(json.loads(line)["training_iteration"])
+        except (json.JSONDecodeError, KeyError):
+            continue
+    return rows
+
+
+def test_killed_sweep_resumes_without_running_any_trial_twice(tiny_imagefolder, tmp_path):
+    args = [
+        "tune", CLASSIFIER_SPACE, "--num-samples", NUM_SAMPLES, "--max-epochs", EPOCHS,
+        "--data", tiny_imagefolder, "--storage", tmp_path, "--name", "r", "--set", "width=8",
+    ]  # fmt: skip
+    exp = tmp_path / "r"
+    before = _kill_when_two_trials_finished(args, exp)
+    epochs_before = {tid: _epochs_of(exp / entry["dir"]) for tid, entry in before.items()}
+
+    refused = visiontune(*args)
+    assert refused.returncode == 2 and "use --resume" in refused.stderr
+
+    resumed = visiontune("tune", CLASSIFIER_SPACE, "--storage", tmp_path, "--name", "r", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    ledger = json.loads((exp / "trial_status.json").read_text())
+    # LOST: started by the killed driver but never recorded in Ray's state; Ray sampled a
+    # replacement instead, so the sweep still has NUM_SAMPLES trials.
+    status = {tid: entry for tid, entry in ledger.items() if entry["status"] != "LOST"}
+    assert len(status) == NUM_SAMPLES
+    assert {entry["status"] for entry in status.values()} <= {"TERMINATED", "STOPPED"}
+    for tid, entry in status.items():
+        epochs = _epochs_of(exp / entry["dir"])
+        assert epochs == list(range(1, len(epochs) + 1)), (tid, epochs)  # no epoch run twice
+        if tid in epochs_before:
+            assert epochs == epochs_before[tid], f"finished trial {tid} was run again"
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{exp / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    lost = len(ledger) - len(status)
+    assert states.count(optuna.trial.TrialState.FAIL) == lost
+    assert len(states) - lost == NUM_SAMPLES
+    assert optuna.trial.TrialState.RUNNING not in states
+    trials = pd.read_csv(exp / "report" / "trials.csv")
+    assert len(trials) == NUM_SAMPLES
+    roles = {r["role"] for r in json.loads((exp / "test_results.json").read_text())}
+    assert roles == {"seed baseline", "seed custom", "tuned best"}
