@@ -36,15 +36,14 @@ import argparse
 import math
 import os
 import pathlib
-import shutil
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from visiontune.data.files import write_tree_atomically
 from visiontune.errors import InputError
 
 CLASS_COUNTS: dict[str, int] = {
@@ -445,13 +444,6 @@ def split_indices(
     return {name: np.sort(np.concatenate([empty, *chunks])) for name, chunks in parts.items()}
 
 
-def _refuse_existing(target: pathlib.Path) -> None:
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        raise InputError(
-            f"{target} already exists and is not an empty directory; refusing to overwrite it"
-        )
-
-
 def _write_tree(root: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
     for split, indices in split_indices(labels, seed).items():
         for name in CLASSES:
@@ -460,17 +452,6 @@ def _write_tree(root: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed
         for index in indices:
             name = CLASSES[labels[index]]
             Image.fromarray(images[index]).save(root / split / name / f"{name}_{index:05d}.png")
-
-
-def _move_into_place(staging: pathlib.Path, target: pathlib.Path) -> None:
-    _refuse_existing(target)
-    if target.is_dir():
-        target.rmdir()  # an empty directory; os.replace cannot replace one on Windows
-    try:
-        os.replace(staging, target)
-    except OSError as exc:
-        # Someone filled the target while we were writing; theirs wins, ours is discarded.
-        raise InputError(f"{target} appeared while writing; refusing to overwrite it") from exc
 
 
 def write_imagefolder(
@@ -484,20 +465,8 @@ def write_imagefolder(
     The tree is written into a hidden sibling and renamed into place in one step, so out_dir
     is either absent or complete, never half-written.
     """
-    target = pathlib.Path(out_dir).expanduser().resolve()
-    _refuse_existing(target)
     images, labels = generate(num_images, seed, contrast)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same parent keeps the final rename on one filesystem, where it is atomic.
-    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    try:
-        _write_tree(staging, images, labels, seed)
-        _move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    return write_tree_atomically(out_dir, lambda root: _write_tree(root, images, labels, seed))
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

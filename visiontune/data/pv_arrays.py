@@ -43,9 +43,7 @@ import argparse
 import math
 import os
 import pathlib
-import shutil
 import sys
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,12 +51,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from visiontune.data.files import write_tree_atomically
 from visiontune.data.ir_solar import (
     NOISE_SIGMA,
     _blur,
     _check_contrast,
-    _move_into_place,
-    _refuse_existing,
     _sigmoid,
 )
 from visiontune.errors import InputError
@@ -475,20 +472,8 @@ def write_yolo(
     The tree is written into a hidden sibling and renamed into place in one step, so out_dir
     is either absent or complete, never half-written.
     """
-    target = pathlib.Path(out_dir).expanduser().resolve()
-    _refuse_existing(target)
     splits = generate(num_images, seed, contrast, size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same parent keeps the final rename on one filesystem, where it is atomic.
-    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    try:
-        _write_tree(staging, splits)
-        _move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    return write_tree_atomically(out_dir, lambda root: _write_tree(root, splits))
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
