@@ -74,22 +74,40 @@ def sweep_lines(experiment: Experiment) -> list[str]:
     trials = experiment.trials
     counts = trials["status"].value_counts().to_dict()
     summary = experiment.summary
-    wall = summary.get("wall_time_s")
     lines = [
         f"- trials: {len(trials)} (of num_samples {experiment.spec.num_samples})",
         f"- finished all {experiment.spec.epochs} epochs: {counts.get('TERMINATED', 0)}; "
         f"stopped early by {experiment.spec.scheduler['type'].upper()}: {counts.get('STOPPED', 0)}; "
         f"errored: {counts.get('ERROR', 0)}; incomplete: {counts.get('INCOMPLETE', 0)}",
-        f"- wall time: {wall:.1f} s"
-        if is_number(wall)
-        else "- wall time: unknown (sweep did not finish)",
+        _wall_line(summary),
         f"- concurrent slots: {summary.get('slots', '?')} at cpu={summary.get('cpus_per_trial', '?')}, "
         f"gpu={summary.get('gpus_per_trial', '?')} per trial; metric: {experiment.spec.metric} "
         f"({experiment.spec.mode})",
     ]
+    retried = trials[trials["retries"] > 0] if "retries" in trials else trials.iloc[:0]
+    if len(retried):
+        lines.append(
+            f"- retried from their last checkpoint after a worker or node failure: "
+            f"{len(retried)} trial(s), {int(retried['retries'].sum())} retries"
+        )
     for row in trials[trials["status"] == "ERROR"].itertuples():
         lines.append(f"- errored trial `{row.trial_id}`: {row.error}")
     return lines
+
+
+def _wall_line(summary: dict[str, Any]) -> str:
+    wall = summary.get("wall_time_s")
+    if not is_number(wall):
+        return "- wall time: unknown (sweep did not finish)"
+    runs = summary.get("runs") or []
+    if len(runs) < 2:
+        return f"- wall time: {wall:.1f} s"
+    interrupted = sum(1 for run in runs if run.get("interrupted"))
+    return (
+        f"- wall time: {wall:.1f} s over {len(runs)} driver runs ({interrupted} interrupted, "
+        f"each counted to its last recorded trial event); "
+        f"{summary.get('elapsed_s', float('nan')):.1f} s from first start to end"
+    )
 
 
 def best_config(experiment: Experiment) -> dict[str, Any] | None:

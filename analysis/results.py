@@ -73,7 +73,7 @@ def best_epoch(history: pd.DataFrame, metric: str, mode: str) -> pd.Series | Non
 
 
 def _status(entry: dict[str, Any] | None, epochs_done: int, budget: int) -> tuple[str, str]:
-    if entry and entry.get("status") not in (None, "RUNNING"):
+    if entry and entry.get("status") not in (None, "RUNNING", "RETRYING"):
         return entry["status"], entry.get("error", "")
     return ("TERMINATED" if epochs_done >= budget else "INCOMPLETE"), ""
 
@@ -101,6 +101,7 @@ def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFr
             "seed": spec.seed_name(params) or "",
             "epochs": int(history["training_iteration"].max()) if not history.empty else 0,
             "error": error,
+            "retries": len((ledger.get(trial_id) or {}).get("recoveries", [])),
             "dir": trial_path.name,
         }
         best = best_epoch(history, spec.metric, spec.mode) if not history.empty else None

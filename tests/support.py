@@ -60,3 +60,13 @@ def uncommented_keys(path: Path) -> list[str]:
         if "#" not in line:
             missing.append(f"{path.name}:{number}: {line.strip()}")
     return missing
+
+
+def read_ledger(exp: Path) -> dict[str, dict]:
+    """The sweep's trial ledger (trial_status.json); {} while it does not exist yet."""
+    import json
+
+    try:
+        return json.loads((exp / "trial_status.json").read_text())
+    except (OSError, ValueError):
+        return {}

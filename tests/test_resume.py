@@ -1,4 +1,4 @@
-"""A sweep whose driver is killed (SIGKILL) continues with --resume: finished trials are not run
+"""A sweep whose driver is killed (SIGKILL) or interrupted (Ctrl-C) continues with --resume: finished trials are not run
 again, unfinished ones continue from their checkpoints, and the Optuna study stays consistent."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 from support import CLASSIFIER_SPACE, visiontune
 
 NUM_SAMPLES = 5
@@ -27,12 +28,16 @@ def _finished(exp: Path) -> dict[str, dict]:
     return {k: v for k, v in status.items() if v.get("status") in ("TERMINATED", "STOPPED")}
 
 
-def _kill_when_two_trials_finished(args: list[str], exp: Path) -> dict[str, dict]:
+def _interrupt_when_two_trials_finished(
+    args: list[str], exp: Path, signum: int
+) -> tuple[dict[str, dict], int | None]:
+    """Send `signum` to the driver's process group (as a terminal does on Ctrl-C / kill) once two
+    trials finished; returns those trials and the driver's exit code (None when killed)."""
     exe = str(Path(sys.executable).with_name("visiontune"))
-    # Its own session: the driver and the local Ray it started die together, as on Ctrl-\\.
+    # Its own session: the driver and the local Ray it started get the signal together.
     proc = subprocess.Popen(
         [exe, *map(str, args)], start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
@@ -40,11 +45,17 @@ def _kill_when_two_trials_finished(args: list[str], exp: Path) -> dict[str, dict
             assert proc.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.5)
         finished = _finished(exp)
+        os.killpg(proc.pid, signum)
+        _, stderr = proc.communicate(timeout=180)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert len(finished) >= 2
     assert len(finished) < NUM_SAMPLES, "every trial finished before the kill: nothing to resume"
+    if signum == signal.SIGINT:  # Ray saved its state and the driver said how to continue
+        assert proc.returncode == 130, stderr[-3000:]
+        assert "--resume" in stderr.splitlines()[-1]
     return finished
 
 
@@ -58,13 +69,16 @@ def _epochs_of(trial_dir: Path) -> list[int]:
     return rows
 
 
-def test_killed_sweep_resumes_without_running_any_trial_twice(tiny_imagefolder, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_interrupted_sweep_resumes_without_running_any_trial_twice(
+    signum, tiny_imagefolder, tmp_path
+):
     args = [
         "tune", CLASSIFIER_SPACE, "--num-samples", NUM_SAMPLES, "--max-epochs", EPOCHS,
         "--data", tiny_imagefolder, "--storage", tmp_path, "--name", "r", "--set", "width=8",
     ]  # fmt: skip
     exp = tmp_path / "r"
-    before = _kill_when_two_trials_finished(args, exp)
+    before = _interrupt_when_two_trials_finished(args, exp, signum)
     epochs_before = {tid: _epochs_of(exp / entry["dir"]) for tid, entry in before.items()}
 
     refused = visiontune(*args)
@@ -84,13 +98,30 @@ def test_killed_sweep_resumes_without_running_any_trial_twice(tiny_imagefolder, 
         assert epochs == list(range(1, len(epochs) + 1)), (tid, epochs)  # no epoch run twice
         if tid in epochs_before:
             assert epochs == epochs_before[tid], f"finished trial {tid} was run again"
+    # The study: one finished trial per sweep trial (no duplicate, none lost); the trials the
+    # killed driver had asked for but Ray forgot are failed and say why.
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{exp / 'optuna.db'}")
-    states = [t.state for t in study.trials]
-    lost = len(ledger) - len(status)
-    assert states.count(optuna.trial.TrialState.FAIL) == lost
-    assert len(states) - lost == NUM_SAMPLES
-    assert optuna.trial.TrialState.RUNNING not in states
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    done = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+    assert sorted(t.user_attrs["tune_trial_id"] for t in done) == sorted(status)
+    assert {t.state for t in done} <= {
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    }  # fmt: skip
+    lost = {tid for tid, entry in ledger.items() if entry["status"] == "LOST"}
+    assert {t.user_attrs.get("tune_trial_id") for t in failed if t.user_attrs.get(
+        "lost_on_resume") == "lost"} == lost  # fmt: skip
+    assert all(t.user_attrs.get("lost_on_resume") in ("lost", "never started") for t in failed)
+    if signum == signal.SIGINT:  # Ray saved its state on the way out: nothing was lost
+        assert not failed and not lost
     trials = pd.read_csv(exp / "report" / "trials.csv")
     assert len(trials) == NUM_SAMPLES
     roles = {r["role"] for r in json.loads((exp / "test_results.json").read_text())}
     assert roles == {"seed baseline", "seed custom", "tuned best"}
+    # The report's wall time counts both driver runs, the interrupted one too.
+    summary = json.loads((exp / "sweep.json").read_text())
+    first, second = summary["runs"]
+    assert first["interrupted"] and first["ended"] > first["started"]
+    assert second["started"] >= first["ended"] and not second.get("interrupted")
+    spans = (first["ended"] - first["started"]) + (second["ended"] - second["started"])
+    assert summary["wall_time_s"] == pytest.approx(spans)
+    assert "over 2 driver runs (1 interrupted" in (exp / "report" / "report.md").read_text()

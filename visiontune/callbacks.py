@@ -10,6 +10,7 @@ the sweep because it writes HParams only at trial end and only for the sampled p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -25,17 +26,21 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from visiontune.layout import STATUS_FILE
+from visiontune.layout import EXPERIMENT_DIR_ENV, STATUS_FILE
 from visiontune.spec import Distribution
 
 
-def trial_dir(trial: Any) -> Path:
-    """Where a trial's files live: straight in storage when it is a local path (so TensorBoard
-    sees them live), else the driver's staging copy that Ray syncs to storage."""
-    fs = trial.storage.storage_filesystem
-    if type(fs).__name__ == "LocalFileSystem":
-        return Path(trial.path)
-    return Path(trial.local_path)
+def trial_dir(trial: Any, experiment_dir: Path) -> Path:
+    """Where the driver writes a trial's TensorBoard events: the trial's directory in the
+    experiment dir (for a URI storage, in the driver's mirror that is uploaded to it), so that
+    `tensorboard --logdir EXPERIMENT_DIR` shows every trial live."""
+    return experiment_dir / Path(trial.path).name
+
+
+def current_experiment_dir(pickled: Path) -> Path:
+    """The driver's experiment directory: the one this run of the driver set (a resumed sweep
+    restores its callbacks as pickled when it started, possibly on another machine)."""
+    return Path(os.environ.get(EXPERIMENT_DIR_ENV) or pickled)
 
 
 def _hparam_value(value: Any) -> struct_pb2.Value:
@@ -121,12 +126,15 @@ class TensorBoardCallback(Callback):
         self.started: set[str] = set()
 
     def setup(self, **info: Any) -> None:
+        self.experiment_dir = current_experiment_dir(self.experiment_dir)
         with SummaryWriter(log_dir=str(self.experiment_dir)) as writer:
             writer.file_writer.add_summary(self.summary)
 
     def _writer(self, trial: Any) -> SummaryWriter:
         if trial.trial_id not in self.writers:
-            self.writers[trial.trial_id] = SummaryWriter(log_dir=str(trial_dir(trial)))
+            self.writers[trial.trial_id] = SummaryWriter(
+                log_dir=str(trial_dir(trial, self.experiment_dir))
+            )
         return self.writers[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -166,6 +174,11 @@ class TensorBoardCallback(Callback):
         self.writers.clear()
 
 
+# What the last sweep in this process left unfinished (set when Ray ends the experiment: also
+# after Ctrl-C, when Ray saves its state and returns early).
+EXPERIMENT_END: dict[str, Any] = {}
+
+
 class TrialStatusCallback(Callback):
     """Keeps STATUS_FILE in the experiment dir: each trial's state, epochs, directory, error.
 
@@ -181,10 +194,11 @@ class TrialStatusCallback(Callback):
     def setup(self, **info: Any) -> None:
         # A resumed sweep unpickles this callback as it was when the sweep started: the
         # ledger on disk is the truth about every trial since.
+        self.path = current_experiment_dir(self.path.parent) / STATUS_FILE
         self.status = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def _update(self, trial: Any, **fields: Any) -> None:
-        entry = self.status.setdefault(trial.trial_id, {"dir": trial_dir(trial).name})
+        entry = self.status.setdefault(trial.trial_id, {"dir": Path(trial.path).name})
         entry.update(fields, updated=time.time())
         text = json.dumps(self.status, indent=1, sort_keys=True)
         # A resumed sweep's driver staging dir starts as a copy of the experiment dir, which Ray
@@ -202,14 +216,63 @@ class TrialStatusCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self._update(trial, epochs=int(result.get("training_iteration", 0)))
+        fields: dict[str, Any] = {"epochs": int(result.get("training_iteration", 0))}
+        entry = self.status.get(trial.trial_id, {})
+        if entry.get("recoveries") and entry["recoveries"][-1].get("resumed_at") is None:
+            # the first epoch a retried trial reports: its checkpoint epoch + 1 unless it
+            # started over (the epoch comes from the trainable's restored state)
+            recoveries = [dict(r) for r in entry["recoveries"]]
+            recoveries[-1]["resumed_at"] = result.get("epoch", fields["epochs"])
+            fields["recoveries"] = recoveries
+        self._update(trial, **fields)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial failed (its worker or node died) and is retried from its last checkpoint."""
+        entry = self.status.get(trial.trial_id, {})
+        last = trial.last_result or {}
+        recovery = {"failed_after": last.get("epoch", last.get("training_iteration", 0))}
+        recovery["resumed_at"] = None
+        self._update(trial, status="RETRYING", recoveries=[*entry.get("recoveries", []), recovery])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         done = int(self.status.get(trial.trial_id, {}).get("epochs", 0))
         self._update(trial, status="TERMINATED" if done >= self.epochs else "STOPPED")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        _record_end(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error_file = trial.error_file  # Ray writes the trial's traceback there before this call
         error = Path(error_file).read_text() if error_file and Path(error_file).exists() else ""
         lines = [line.strip() for line in error.splitlines() if line.strip()]
         self._update(trial, status="ERROR", error=lines[-1] if lines else "unknown error")
+
+
+class MirrorUploadCallback(Callback):
+    """For a URI storage: uploads the driver's mirror (study, ledger, TensorBoard events) to
+    STORAGE/NAME at most every `period_s` while trials run, and when the sweep ends."""
+
+    def __init__(self, experiment: Any, period_s: float = 60.0) -> None:
+        self.experiment = experiment
+        self.period_s = period_s
+        self.last = 0.0
+
+    def setup(self, **info: Any) -> None:
+        local = current_experiment_dir(self.experiment.local)
+        self.experiment = dataclasses.replace(self.experiment, local=local)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self.last >= self.period_s:
+            self.last = time.monotonic()
+            self.experiment.upload()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.experiment.upload()
+
+
+def _record_end(trials: list) -> None:
+    EXPERIMENT_END.clear()
+    EXPERIMENT_END.update(
+        trials=len(trials),
+        unfinished=[t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")],
+    )

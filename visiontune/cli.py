@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visiontune.errors import InputError
+from visiontune.errors import InputError, SweepInterrupted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
     tune.add_argument("--max-concurrent", type=int, help="trials at once (default: every slot)")
     tune.add_argument("--seed", type=int, help="searcher seed")
+    tune.add_argument("--max-failures", type=int,
+                      help="retries of a trial whose worker or node died (from its checkpoint)")  # fmt: skip
     tune.add_argument("--resume", action="store_true",
                       help="continue the interrupted sweep STORAGE/NAME (finished trials are kept)")  # fmt: skip
     tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
@@ -77,9 +79,9 @@ def _abs_data(value: str | None) -> str | None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
-    from visiontune.layout import SPEC_FILE
     from visiontune.spec import load_spec
-    from visiontune.sweep import experiment_dir, keep_ray_on_loopback
+    from visiontune.storage import open_experiment
+    from visiontune.sweep import keep_ray_on_loopback
     from visiontune.trainables import load_task
 
     overrides = {
@@ -90,19 +92,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "gpus_per_trial": args.gpus_per_trial,
         "max_concurrent": args.max_concurrent,
         "seed": args.seed,
+        "max_failures": args.max_failures,
     }
     spec = load_spec(args.space, overrides, args.assignments)
-    name = args.name or spec.name
-    exp_dir = experiment_dir(args.storage, name)
+    experiment = open_experiment(args.storage, args.name or spec.name)
     if args.resume:
         changed = [k for k, v in overrides.items() if v is not None] + args.assignments
         if changed:
             raise InputError(f"--resume: the sweep's spec cannot change on resume, got {changed}")
-        if not (exp_dir / SPEC_FILE).is_file():
-            raise InputError(f"{exp_dir}: no experiment to resume")
-        spec = load_spec(exp_dir / SPEC_FILE)  # the search space a sweep started with is fixed
-    elif exp_dir.exists():
-        raise InputError(f"{exp_dir}: experiment already exists; use --resume or another --name")
+        spec = load_spec(_saved_spec(experiment))  # the search space a sweep started with is fixed
+    elif experiment.exists():
+        raise InputError(
+            f"{experiment.location}: experiment already exists; use --resume or another --name"
+        )
     task = load_task(spec.task)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     if not args.address:
@@ -111,19 +113,59 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.analysis.results import load_experiment
     from visiontune.sweep import run_sweep
 
-    exp_dir = run_sweep(spec, data, args.storage, name, args.address, resume=args.resume)
+    try:
+        exp_dir = run_sweep(spec, data, experiment, args.address, resume=args.resume)
+    except SweepInterrupted as stop:
+        print(
+            f"\nSweep interrupted ({stop}); its state is saved in {experiment.location}.\n"
+            f"Continue it with: visiontune tune {args.space} --storage {args.storage} "
+            f"--name {experiment.name} --resume",
+            file=sys.stderr,
+        )
+        return 130
     out = write_report(exp_dir)
-    print(f"\nExperiment: {exp_dir}\nReport:     {out / 'report.md'}\n")
+    experiment.upload()
+    where = f"{experiment.uri}\nLocal copy: {exp_dir}" if experiment.uri else str(exp_dir)
+    print(f"\nExperiment: {where}\nReport:     {out / 'report.md'}\n")
     print(main_table(load_experiment(exp_dir)))
     return 0
 
 
+def _saved_spec(experiment: Any) -> Path:
+    """The spec file a sweep was started with (downloaded first from a URI storage)."""
+    from visiontune.layout import SPEC_FILE
+
+    if not experiment.exists():
+        raise InputError(f"{experiment.location}: no experiment to resume")
+    if not experiment.uri:
+        return experiment.local / SPEC_FILE
+    import pyarrow.fs as pafs
+
+    scratch = Path(tempfile.mkdtemp(prefix="visiontune-spec-"))
+    pafs.copy_files(
+        f"{experiment.remote_dir}/{SPEC_FILE}",
+        str(scratch / SPEC_FILE),
+        source_filesystem=experiment.filesystem,
+        destination_filesystem=pafs.LocalFileSystem(),
+    )
+    return scratch / SPEC_FILE
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from visiontune.analysis.report import write_report
+    from visiontune.layout import REPORT_DIR
+    from visiontune.storage import open_report_source
 
-    out = write_report(args.experiment, args.out)
-    print((out / "report.md").read_text())
-    print(f"Written: {out}/report.md, trials.csv, best_config.yaml")
+    with tempfile.TemporaryDirectory(prefix="visiontune-report-") as scratch:
+        experiment, local = open_report_source(args.experiment, Path(scratch))
+        out = write_report(local, args.out)
+        print((out / "report.md").read_text())
+        if experiment.uri:  # the report goes back next to the sweep (and to --out if given)
+            experiment.upload_dir(out, REPORT_DIR)
+            print(f"Written: {experiment.uri.split('?')[0]}/{REPORT_DIR}/"
+                  + (f" and {out}/" if args.out else ""))  # fmt: skip
+        else:
+            print(f"Written: {out}/report.md, trials.csv, best_config.yaml")
     return 0
 
 

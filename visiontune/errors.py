@@ -9,3 +9,7 @@ class InputError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).splitlines()))
+
+
+class SweepInterrupted(Exception):
+    """The sweep stopped before every trial finished (Ctrl-C); its state is saved for --resume."""

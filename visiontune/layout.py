@@ -11,3 +11,4 @@ STATUS_FILE = "trial_status.json"  # per-trial state: RUNNING, TERMINATED, STOPP
 TEST_FILE = "test_results.json"  # test-split evaluation of the seed and tuned-best checkpoints
 SUMMARY_FILE = "sweep.json"  # size, wall time, slots, resources of the sweep
 REPORT_DIR = "report"  # default output of `visiontune report`
+EXPERIMENT_DIR_ENV = "VISIONTUNE_EXPERIMENT_DIR"  # set by the driver for its Tune callbacks

@@ -42,6 +42,7 @@ OVERRIDE_PATHS = {  # command-line option -> where it lands in the spec
     "gpus_per_trial": ("resources", "gpu"),
     "max_concurrent": ("max_concurrent",),
     "seed": ("searcher", "seed"),
+    "max_failures": ("max_failures",),
 }
 
 

@@ -16,19 +16,29 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from visiontune.errors import InputError
-from visiontune.layout import DATASET_FILE, SPEC_FILE, STUDY_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.errors import InputError, SweepInterrupted
+from visiontune.layout import (
+    DATASET_FILE,
+    EXPERIMENT_DIR_ENV,
+    SPEC_FILE,
+    STATUS_FILE,
+    STUDY_FILE,
+    SUMMARY_FILE,
+    TEST_FILE,
+)
 from visiontune.spec import SweepSpec
+from visiontune.storage import Experiment, fresh_mirror
+
+TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the Tune trial a study trial became
+LOST_ATTR = (
+    "lost_on_resume"  # set on study trials a resumed sweep failed: "lost" or "never started"
+)
 
 
 def keep_ray_on_loopback() -> None:
     """Must run before `import ray`: a local Ray then binds every node to 127.0.0.1."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def experiment_dir(storage: str | os.PathLike, name: str) -> Path:
-    return Path(storage).expanduser().resolve() / name
 
 
 def _scheduler(spec: SweepSpec) -> Any:
@@ -66,6 +76,12 @@ def _searcher(spec: SweepSpec, study_path: Path, study_name: str) -> Any:
     class PruneAwareOptunaSearch(OptunaSearch):
         """Tells Optuna that a trial ASHA stopped early was PRUNED (Ray records it as COMPLETE with
         its partial score, which TPE would then model as a final score)."""
+
+        def suggest(self, trial_id: str) -> dict | None:
+            config = super().suggest(trial_id)
+            if trial_id in self._ot_trials:  # maps the study's trial to the Tune trial (and ledger)
+                self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+            return config
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             stopped_early = (
@@ -132,29 +148,35 @@ def wrapped_trainable(spec: SweepSpec, task: ModuleType, data: Any) -> Any:
     )
 
 
-def restore_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path) -> Any:
+def restore_tuner(spec: SweepSpec, task: ModuleType, data: Any, experiment: Experiment) -> Any:
     """Continue an interrupted sweep: finished trials stay as they are, unfinished ones resume
     from their last checkpoints, the searcher (and its Optuna study) from its saved state."""
     from ray import tune
 
-    if not tune.Tuner.can_restore(str(exp_dir)):
-        raise InputError(f"{exp_dir}: no Ray Tune state to resume from")
+    path, fs = experiment.ray_experiment_path, experiment.filesystem
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
+        raise InputError(f"{experiment.location}: no Ray Tune state to resume from")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return tune.Tuner.restore(
-        str(exp_dir),
+        path,
         trainable=wrapped_trainable(spec, task, data),
         resume_unfinished=True,
         resume_errored=False,
         restart_errored=False,
+        storage_filesystem=fs,
     )
 
 
-def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slots: int) -> Any:
+def build_tuner(
+    spec: SweepSpec, task: ModuleType, data: Any, experiment: Experiment, slots: int
+) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from visiontune.callbacks import TensorBoardCallback, TrialStatusCallback
+    from visiontune.callbacks import MirrorUploadCallback, TensorBoardCallback, TrialStatusCallback
+
+    exp_dir = experiment.local
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our TensorBoard logger replaces Ray's
     # A checkpoint every epoch with num_to_keep=1 forces a (cheap) experiment snapshot each time.
@@ -166,9 +188,12 @@ def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slo
         TensorBoardCallback(exp_dir, spec.fixed, spec.search, task.METRICS),
         TrialStatusCallback(exp_dir, spec.epochs),
     ]
+    if experiment.uri:
+        callbacks.append(MirrorUploadCallback(experiment))
     run_config = tune.RunConfig(
-        name=exp_dir.name,
-        storage_path=str(exp_dir.parent),
+        name=experiment.name,
+        storage_path=experiment.ray_storage_path,
+        storage_filesystem=experiment.filesystem,
         callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=1,  # the best by the metric; Ray also always keeps the latest (for restore)
@@ -178,7 +203,7 @@ def build_tuner(spec: SweepSpec, task: ModuleType, data: Any, exp_dir: Path, slo
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
     tune_config = tune.TuneConfig(
-        search_alg=_searcher(spec, exp_dir / STUDY_FILE, exp_dir.name),
+        search_alg=_searcher(spec, exp_dir / STUDY_FILE, experiment.name),
         scheduler=_scheduler(spec),
         num_samples=spec.num_samples,
         max_concurrent_trials=spec.max_concurrent or slots,
@@ -279,7 +304,7 @@ def _start_ray(address: str | None, spec: SweepSpec) -> bool:
     return True
 
 
-def reconcile_trials(exp_dir: Path, results: Any, epochs: int) -> None:
+def reconcile_trials(exp_dir: Path, name: str, results: Any, epochs: int) -> None:
     """Bring the ledger and the Optuna study in line with what Ray finished, after a resume.
 
     A driver killed mid-sweep can leave trials the ledger still calls RUNNING: some Ray restored
@@ -289,8 +314,6 @@ def reconcile_trials(exp_dir: Path, results: Any, epochs: int) -> None:
     trial that no longer exists."""
     import optuna
 
-    from visiontune.layout import STATUS_FILE
-
     finished = {Path(result.path).name.removeprefix("trial_"): result for result in results}
     ledger_path = exp_dir / STATUS_FILE
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
@@ -298,66 +321,164 @@ def reconcile_trials(exp_dir: Path, results: Any, epochs: int) -> None:
         result = finished.get(trial_id)
         if result is None:
             entry["status"] = "LOST"
-        elif entry.get("status") == "RUNNING":
+        elif entry.get("status") in ("RUNNING", "RETRYING"):
             done = int((result.metrics or {}).get("training_iteration", entry.get("epochs", 0)))
             stopped = "TERMINATED" if done >= epochs else "STOPPED"
             entry.update(epochs=done, status="ERROR" if result.error else stopped)
     _write_json(ledger_path, ledger)
-    study = optuna.load_study(study_name=exp_dir.name, storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{exp_dir / STUDY_FILE}")
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # LOST (started, then forgotten by Ray) or never started (asked for, then the driver died)
+        started = trial.user_attrs.get(TRIAL_ID_ATTR) in ledger
+        live = optuna.trial.Trial(study, trial._trial_id)
+        live.set_user_attr(LOST_ATTR, "lost" if started else "never started")
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def check_shared_storage(experiment: Experiment) -> None:
+    """A local storage path must be the same directory on every node (NFS, or one machine):
+    Ray's trials on other nodes write their checkpoints there. Each node that can run trials
+    looks for a marker the driver wrote, at once, instead of trials failing at their first
+    checkpoint."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if experiment.uri:
+        return
+    here = ray.get_runtime_context().get_node_id()
+    others = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
+    if not others:
+        return
+    storage = experiment.local.parent
+    storage.mkdir(parents=True, exist_ok=True)
+    token = os.urandom(8).hex()
+    marker = storage / f".visiontune-shared-{token}"
+    marker.write_text(token)
+    try:
+        blind = nodes_without(str(marker), token, others, NodeAffinitySchedulingStrategy)
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise InputError(
+            f"--storage: {storage} is local to this machine, but {len(blind)} other node(s) of "
+            f"the cluster cannot see it ({', '.join(n[:8] for n in blind)}); trials there could "
+            "not save checkpoints: use a path every node mounts (NFS) or an s3:// / gs:// URI"
+        )
+
+
+def nodes_without(marker: str, token: str, node_ids: list[str], strategy: Any) -> list[str]:
+    """The nodes (of `node_ids`) on which `marker` does not hold `token`."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        try:
+            return Path(path).read_text() == token
+        except OSError:
+            return False
+
+    checks = [
+        sees.options(scheduling_strategy=strategy(node_id, soft=False)).remote(marker)
+        for node_id in node_ids
+    ]
+    return [node for node, ok in zip(node_ids, ray.get(checks, timeout=120), strict=True) if not ok]
+
+
+def _driver_runs(exp_dir: Path, resume: bool) -> list[dict[str, Any]]:
+    """The driver runs of this sweep so far (a resumed sweep has several); an interrupted run's
+    end is its last ledger update."""
+    previous = _read_json(exp_dir / SUMMARY_FILE).get("runs", []) if resume else []
+    ledger = _read_json(exp_dir / STATUS_FILE)
+    last_update = max((e.get("updated", 0) for e in ledger.values()), default=None)
+    runs = [dict(run) for run in previous]
+    for run in runs:
+        if run.get("ended") is None:
+            run["ended"] = last_update if last_update and last_update > run["started"] else None
+            run["interrupted"] = True
+    return runs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def run_sweep(
     spec: SweepSpec,
     data: Any,
-    storage: str | os.PathLike,
-    name: str,
+    experiment: Experiment,
     address: str | None = None,
     resume: bool = False,
 ) -> Path:
-    """Run (or, with `resume`, continue) the sweep; returns the experiment directory. `data` is
-    the decoded dataset."""
+    """Run (or, with `resume`, continue) the sweep; returns the local experiment directory
+    (for a URI storage, the driver's mirror, uploaded to the storage). `data` is the decoded
+    dataset."""
     import ray
 
+    from visiontune.callbacks import EXPERIMENT_END
     from visiontune.trainables import load_task
 
     task = load_task(spec.task)
-    exp_dir = experiment_dir(storage, name)
-    if exp_dir.exists() and not resume:
-        raise InputError(f"{exp_dir}: experiment already exists; choose another --name")
+    if experiment.exists() and not resume:
+        raise InputError(f"{experiment.location}: experiment already exists; choose another --name")
     started_ray = _start_ray(address, spec)
+    exp_dir = experiment.local
     try:
         slots = cluster_slots(spec)
-        if resume:
-            tuner = restore_tuner(spec, task, data, exp_dir)
-        else:
+        check_shared_storage(experiment)
+        if resume and experiment.uri:
+            fresh_mirror(experiment)
+            experiment.download()
+        if not resume:
+            fresh_mirror(experiment)
             exp_dir.mkdir(parents=True)
             (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
             _write_json(exp_dir / DATASET_FILE, data.summary())
-            tuner = build_tuner(spec, task, data, exp_dir, slots)
-        start = time.time()
+        runs = [*_driver_runs(exp_dir, resume), {"started": time.time(), "ended": None}]
+        summary = {
+            "name": experiment.name,
+            "task": spec.task,
+            "storage": experiment.location,
+            "started": runs[0]["started"],
+            "runs": runs,
+            "slots": spec.max_concurrent or slots,
+            "cpus_per_trial": spec.cpus_per_trial,
+            "gpus_per_trial": spec.gpus_per_trial,
+            "address": address or "local",
+            "ray_version": ray.__version__,
+        }
+        _write_json(exp_dir / SUMMARY_FILE, summary)  # records the run's start if it is killed
+        os.environ[EXPERIMENT_DIR_ENV] = str(exp_dir)  # for the callbacks, restored ones too
+        experiment.upload()
+        if resume:
+            tuner = restore_tuner(spec, task, data, experiment)
+        else:
+            tuner = build_tuner(spec, task, data, experiment, slots)
+        EXPERIMENT_END.clear()
         results = tuner.fit()
-        wall = time.time() - start
-        reconcile_trials(exp_dir, results, spec.epochs)
+        runs[-1]["ended"] = time.time()
+        unfinished = EXPERIMENT_END.get("unfinished", [])
+        if unfinished or EXPERIMENT_END.get("trials", 0) < spec.num_samples:
+            runs[-1]["interrupted"] = True
+            _write_json(exp_dir / SUMMARY_FILE, summary)
+            experiment.upload()
+            raise SweepInterrupted(
+                f"{len(unfinished)} trial(s) unfinished, "
+                f"{EXPERIMENT_END.get('trials', 0)} of {spec.num_samples} started"
+            )
+        reconcile_trials(exp_dir, experiment.name, results, spec.epochs)
         test_rows = evaluate_on_test(spec, task, data, results)
         _write_json(exp_dir / TEST_FILE, test_rows)
-        _write_json(
-            exp_dir / SUMMARY_FILE,
-            {
-                "name": name,
-                "task": spec.task,
-                "started": start,
-                "wall_time_s": wall,
-                "num_trials": len(results),
-                "errored": sum(1 for r in results if r.error is not None),
-                "slots": spec.max_concurrent or slots,
-                "cpus_per_trial": spec.cpus_per_trial,
-                "gpus_per_trial": spec.gpus_per_trial,
-                "address": address or "local",
-                "ray_version": ray.__version__,
-            },
+        summary.update(
+            wall_time_s=sum(r["ended"] - r["started"] for r in runs if r["ended"] is not None),
+            elapsed_s=runs[-1]["ended"] - runs[0]["started"],
+            num_trials=len(results),
+            errored=sum(1 for r in results if r.error is not None),
         )
+        _write_json(exp_dir / SUMMARY_FILE, summary)
+        experiment.upload()
     finally:
         if started_ray:
             ray.shutdown()

@@ -1,0 +1,93 @@
+"""Sweeps on a real multi-node Ray cluster on loopback: `visiontune tune --address` attaches to it,
+and a worker node killed mid-sweep costs no trial and no reported result: trials on the dead node
+are retried from their last checkpoint epoch (max_failures) on the node that replaces it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import CLASSIFIER_SPACE, read_ledger
+
+NUM_SAMPLES = 6
+EPOCHS = 3
+
+
+@pytest.fixture
+def cluster() -> Iterator[object]:
+    """A head node without CPUs (so every trial runs on a worker node) and one 2-CPU worker."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False},
+        shutdown_at_exit=False,
+    )
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()  # stops only this cluster's processes
+
+
+def _worker(cluster) -> object:
+    return next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
+
+
+def test_sweep_survives_losing_its_worker_node(cluster, tiny_imagefolder, tmp_path):
+    exe = str(Path(sys.executable).with_name("visiontune"))
+    args = [
+        exe, "tune", CLASSIFIER_SPACE, "--address", cluster.address,
+        "--num-samples", NUM_SAMPLES, "--max-epochs", EPOCHS, "--data", tiny_imagefolder,
+        "--storage", tmp_path, "--name", "n", "--set", "width=8",
+    ]  # fmt: skip
+    exp = tmp_path / "n"
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(list(map(str, args)), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # Kill the worker once a trial that has reported an epoch is running on it.
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                ledger = read_ledger(exp)
+                if any(
+                    e["status"] == "RUNNING" and e.get("epochs", 0) >= 1 for e in ledger.values()
+                ):
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, "the sweep ended before the node could be killed"
+            running_at_kill = {
+                tid for tid, e in read_ledger(exp).items() if e["status"] == "RUNNING"
+            }
+            cluster.remove_node(_worker(cluster), allow_graceful=False)
+            time.sleep(3)
+            cluster.add_node(num_cpus=2)  # the replacement worker
+            assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+    ledger = read_ledger(exp)
+    assert len(ledger) == NUM_SAMPLES
+    assert {e["status"] for e in ledger.values()} <= {"TERMINATED", "STOPPED"}, ledger
+    retried = {tid: e["recoveries"] for tid, e in ledger.items() if e.get("recoveries")}
+    assert retried, f"no trial was retried after the node loss (running then: {running_at_kill})"
+    recoveries = [r for trial in retried.values() for r in trial]
+    # The first epoch after a retry follows its checkpoint's epoch (not epoch 1 again) ...
+    assert all(r["resumed_at"] == r["failed_after"] + 1 for r in recoveries), retried
+    # ... and the kill came after at least one retried trial had checkpointed an epoch.
+    assert any(r["failed_after"] >= 1 for r in recoveries), retried
+    trials = pd.read_csv(exp / "report" / "trials.csv")
+    assert len(trials) == NUM_SAMPLES
+    assert set(trials["status"]) <= {"TERMINATED", "STOPPED"}
+    for _, row in trials.iterrows():  # every epoch a trial trained is in the report's history
+        assert row["epochs"] == ledger[row["trial_id"]]["epochs"]
+    summary = json.loads((exp / "sweep.json").read_text())
+    assert summary["address"] == cluster.address and summary["errored"] == 0
