@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,13 +18,16 @@ CLASSIFIER_SPACE = REPO / "search_spaces" / "classifier.yaml"
 
 
 def visiontune(
-    *args: str, cwd: Path | None = None, timeout: float = 600
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run the installed console script as a user would; returns the completed process."""
+    """Run the installed console script as a user would; returns the completed process.
+    `env` adds to (or replaces) variables of this process's environment."""
     exe = Path(sys.executable).with_name("visiontune")
+    environ = {**os.environ, **(env or {})}
     return subprocess.run(
-        [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
+        [str(exe), *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=environ,
+    )  # fmt: skip
 
 
 @contextmanager

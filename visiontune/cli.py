@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", default="./runs", help="where experiments live (default ./runs)")
     tune.add_argument("--name", help="experiment name (default: the spec's name or file stem)")
     tune.add_argument(
-        "--address", help="attach to a running Ray cluster (auto, HOST:PORT, ray://...)"
+        "--address",
+        help="attach to a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: "
+        "$RAY_ADDRESS, set inside `ray job submit` jobs; else a local Ray on 127.0.0.1)",
     )
     tune.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial")
     tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
@@ -107,14 +110,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
     task = load_task(spec.task)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
-    if not args.address:
+    # Inside a Ray job (`ray job submit`), Ray names the cluster in RAY_ADDRESS: attach to it.
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
         keep_ray_on_loopback()
     from visiontune.analysis.report import main_table, write_report
     from visiontune.analysis.results import load_experiment
     from visiontune.sweep import run_sweep
 
     try:
-        exp_dir = run_sweep(spec, data, experiment, args.address, resume=args.resume)
+        exp_dir = run_sweep(spec, data, experiment, address, resume=args.resume)
     except SweepInterrupted as stop:
         print(
             f"\nSweep interrupted ({stop}); its state is saved in {experiment.location}.\n"
@@ -123,6 +128,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    experiment.download()  # Ray's trial results join the driver's files (no checkpoints)
     out = write_report(exp_dir)
     experiment.upload()
     where = f"{experiment.uri}\nLocal copy: {exp_dir}" if experiment.uri else str(exp_dir)

@@ -1,0 +1,106 @@
+"""Cloud storage: a sweep with `--storage s3://...` keeps everything in the bucket (Ray's trial
+directories and checkpoints, the study, the ledger, TensorBoard events, test results, the report),
+so `visiontune report s3://...` works from a machine that never saw the sweep. The bucket is a real
+S3 API server (moto) on 127.0.0.1; the client side is pyarrow's S3 filesystem, as for AWS."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pyarrow.fs as pafs
+import pytest
+from support import CLASSIFIER_SPACE, visiontune
+
+from visiontune.storage import is_uri, open_experiment
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A local S3 server with an empty bucket; yields the query that points pyarrow at it."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        query = f"endpoint_override=http://{host}:{port}&region=us-east-1"
+        fs = pafs.S3FileSystem(
+            endpoint_override=f"http://{host}:{port}", region="us-east-1",
+            allow_bucket_creation=True,
+        )  # fmt: skip
+        fs.create_dir("sweeps")
+        yield query
+    finally:
+        server.stop()
+
+
+def _files(fs: pafs.FileSystem, path: str) -> set[str]:
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return {i.path[len(path) + 1 :] for i in infos if i.type == pafs.FileType.File}
+
+
+def test_sweep_on_s3_is_reported_from_anywhere(s3, tiny_imagefolder, tmp_path):
+    storage = f"s3://sweeps/runs?{s3}"
+    args = [
+        "tune", CLASSIFIER_SPACE, "--storage", storage, "--name", "cloud", "--num-samples", 3,
+        "--max-epochs", 2, "--data", tiny_imagefolder, "--set", "width=8",
+    ]  # fmt: skip
+    run = visiontune(*args, cwd=tmp_path, env={"VISIONTUNE_CACHE": str(tmp_path / "driver")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "s3://sweeps/runs/cloud" in run.stdout
+
+    experiment = open_experiment(storage, "cloud")
+    files = _files(experiment.filesystem, "sweeps/runs/cloud")
+    for name in ("spec.yaml", "optuna.db", "trial_status.json", "sweep.json", "test_results.json"):
+        assert name in files, sorted(files)
+    trial_dirs = {f.split("/")[0] for f in files if f.startswith("trial_") and "/" in f}
+    assert len(trial_dirs) == 3
+    for trial in trial_dirs:  # Ray's results, a checkpoint and our live TensorBoard events
+        assert {"result.json", "params.json"} <= {
+            f.split("/")[-1] for f in files if f.startswith(trial)
+        }
+        assert any(f.startswith(f"{trial}/checkpoint_") for f in files), trial
+        assert any("events.out.tfevents" in f for f in files if f.startswith(trial)), trial
+    assert "report/report.md" in files  # written by `tune` at the end
+    experiment.filesystem.delete_dir("sweeps/runs/cloud/report")
+
+    # Another machine: a fresh cache, another directory, only the URI.
+    elsewhere = tmp_path / "laptop"
+    elsewhere.mkdir()
+    report = visiontune(
+        "report", f"s3://sweeps/runs/cloud?{s3}", cwd=elsewhere,
+        env={"VISIONTUNE_CACHE": str(elsewhere / "cache")},
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "Seed configurations vs tuned best" in report.stdout
+    files = _files(experiment.filesystem, "sweeps/runs/cloud")
+    assert {"report/report.md", "report/trials.csv", "report/best_config.yaml"} <= files
+    assert list(elsewhere.iterdir()) == []  # nothing written locally without --out
+    test_rows = json.loads(run_text(experiment, "test_results.json"))
+    assert {r["role"] for r in test_rows} == {"seed baseline", "seed custom", "tuned best"}
+
+    again = visiontune(*args, cwd=tmp_path)  # the name is taken in the bucket
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def run_text(experiment, name: str) -> str:
+    with experiment.filesystem.open_input_stream(f"{experiment.remote_dir}/{name}") as f:
+        return f.read().decode()
+
+
+def test_storage_uri_errors_name_the_value(tmp_path):
+    assert is_uri("s3://b/p") and is_uri("gs://b/p") and not is_uri(str(tmp_path))
+    result = visiontune("tune", CLASSIFIER_SPACE, "--storage", "ftp://host/runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "visiontune: error: --storage: 'ftp://host/runs' is not a local path or an s3/gs/gcs URI"
+    )
+    assert list(tmp_path.iterdir()) == []
