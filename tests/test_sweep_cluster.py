@@ -5,6 +5,7 @@ are retried from their last checkpoint epoch (max_failures) on the node that rep
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import CLASSIFIER_SPACE, read_ledger
+from support import CLASSIFIER_SPACE, read_ledger, visiontune
 
 NUM_SAMPLES = 6
 EPOCHS = 3
@@ -91,3 +92,42 @@ def test_sweep_survives_losing_its_worker_node(cluster, tiny_imagefolder, tmp_pa
         assert row["epochs"] == ledger[row["trial_id"]]["epochs"]
     summary = json.loads((exp / "sweep.json").read_text())
     assert summary["address"] == cluster.address and summary["errored"] == 0
+
+
+@pytest.fixture
+def client_head() -> Iterator[tuple[object, int]]:
+    """A 2-CPU head node that also serves Ray Client (ray://) on a free loopback port."""
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "include_dashboard": False, "ray_client_server_port": port},
+        shutdown_at_exit=False,
+    )
+    try:
+        yield cluster, port
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.parametrize("how", ["auto", "ray://"])
+def test_tune_attaches_to_a_running_cluster(how, client_head, tiny_imagefolder, tmp_path):
+    cluster, client_port = client_head
+    if how == "auto":  # `auto` finds the cluster named in RAY_ADDRESS (as on a cluster node)
+        address, env = "auto", {"RAY_ADDRESS": cluster.address}
+    else:  # Ray Client: the driver runs as a task on the head, and writes its files there
+        address, env = f"ray://127.0.0.1:{client_port}", {}
+    result = visiontune(
+        "tune", CLASSIFIER_SPACE, "--address", address, "--num-samples", 3, "--max-epochs", 2,
+        "--data", tiny_imagefolder, "--storage", tmp_path, "--name", "a", "--set", "width=8",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tuned best" in result.stdout
+    summary = json.loads((tmp_path / "a" / "sweep.json").read_text())
+    assert summary["address"] == address and summary["num_trials"] == 3
+    trials = pd.read_csv(tmp_path / "a" / "report" / "trials.csv")
+    assert len(trials) == 3

@@ -114,12 +114,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         keep_ray_on_loopback()
-    from visiontune.analysis.report import main_table, write_report
-    from visiontune.analysis.results import load_experiment
-    from visiontune.sweep import run_sweep
-
     try:
-        exp_dir = run_sweep(spec, data, experiment, address, resume=args.resume)
+        if address and address.startswith("ray://"):
+            exp_dir, report, table = _sweep_on_head(address, spec, data, experiment, args.resume)
+        else:
+            exp_dir, report, table = sweep_and_report(spec, data, experiment, address, args.resume)
     except SweepInterrupted as stop:
         print(
             f"\nSweep interrupted ({stop}); its state is saved in {experiment.location}.\n"
@@ -128,13 +127,48 @@ def cmd_tune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    where = f"{experiment.uri}\nLocal copy: {exp_dir}" if experiment.uri else exp_dir
+    print(f"\nExperiment: {where}\nReport:     {report}\n")
+    print(table)
+    return 0
+
+
+def sweep_and_report(
+    spec: Any, data: Any, experiment: Any, address: str | None, resume: bool
+) -> tuple[str, str, str]:
+    """A driver's whole job: the sweep, then its report (uploaded next to it for a URI storage).
+    Returns the local experiment directory, the report's path and the main table."""
+    from visiontune.analysis.report import main_table, write_report
+    from visiontune.analysis.results import load_experiment
+    from visiontune.sweep import run_sweep
+
+    exp_dir = run_sweep(spec, data, experiment, address, resume=resume)
     experiment.download()  # Ray's trial results join the driver's files (no checkpoints)
     out = write_report(exp_dir)
     experiment.upload()
-    where = f"{experiment.uri}\nLocal copy: {exp_dir}" if experiment.uri else str(exp_dir)
-    print(f"\nExperiment: {where}\nReport:     {out / 'report.md'}\n")
-    print(main_table(load_experiment(exp_dir)))
-    return 0
+    return str(exp_dir), str(out / "report.md"), main_table(load_experiment(exp_dir))
+
+
+def _sweep_on_head(
+    address: str, spec: Any, data: Any, experiment: Any, resume: bool
+) -> tuple[str, str, str]:
+    """Ray Client (ray://HOST:PORT): Ray Tune runs its loop on the head node then, so the whole
+    driver runs there as one task: the Optuna study, ledger, TensorBoard events and report are
+    written on the head's disk (a local --storage is a path on the head) or to the URI storage."""
+    import ray
+
+    ray.init(address=address, log_to_driver=True)
+    try:
+        head = ray.remote(sweep_and_report).options(
+            num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001}
+        )
+        return ray.get(head.remote(spec, data, experiment, address, resume))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, InputError | SweepInterrupted):
+            raise exc.cause from None
+        raise
+    finally:
+        ray.shutdown()
 
 
 def _saved_spec(experiment: Any) -> Path:

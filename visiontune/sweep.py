@@ -297,6 +297,8 @@ def _start_ray(address: str | None, spec: SweepSpec) -> bool:
     """Attach to `address`, or start an embedded local Ray. Returns True if we started it."""
     import ray
 
+    if ray.is_initialized():  # a task on the head: the driver of a ray:// sweep
+        return False
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
