@@ -8,6 +8,10 @@ Defaults are the seed's "custom" configuration (l2 1e-4, dropout 0.2 per ResBloc
 the dense head, Adam 1e-4 decayed x0.1 after 50 epochs, Keras augmentation: rotation 40 deg, shifts
 0.2, shear 0.2 deg, zoom 0.2, horizontal flip, fill 'nearest'), at widths small enough for a CPU.
 Reported losses are cross-entropy without the l2 penalty, so trials with different l2 compare fairly.
+
+On a GPU (a trial with `resources.gpu`), the forward passes run under bfloat16 autocast (float16
+with loss scaling on GPUs without native bfloat16); `amp: false` keeps float32. The CPU path is
+float32 either way.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import nn
 
 from visiontune.data.imagefolder import ImageDataset
 from visiontune.params import build_config
-from visiontune.trainables.session import CheckpointedSession
+from visiontune.trainables.session import FULL_PRECISION, CheckpointedSession, Precision, to_device
 
 DATA_FORMAT = "imagefolder"  # visiontune.data.load_dataset reads DIR/{train,val,test}/<class>/
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch")
@@ -58,6 +62,7 @@ class Config:
     batch_size: int = 32
     epochs: int = 6
     seed: int = 0  # weight init, shuffling and augmentation draws
+    amp: bool = True  # mixed precision on a GPU (bfloat16, or float16 + loss scaling); CPU: float32
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -189,23 +194,24 @@ def train_one_epoch(
     normalize: nn.Module,
     batch_size: int,
     generator: torch.Generator,
+    precision: Precision = FULL_PRECISION,
 ) -> dict[str, float]:
-    """One pass over `images` (uint8, already on the training device) in shuffled batches."""
+    """One pass over `images` (uint8, already on the training device) in shuffled batches;
+    augmentation runs in float32, the model and loss under `precision`."""
     model.train()
     device = images.device
-    order = torch.randperm(len(labels), generator=generator).to(device)
+    order = to_device(torch.randperm(len(labels), generator=generator), device)
     total_loss, correct = 0.0, 0
     for idx in order.split(batch_size):
         x = normalize(augment(to_input(images[idx])))
         y = labels[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with precision.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         value = loss.item()
         if not math.isfinite(value):  # stop at once: every later step would be wasted
             raise FloatingPointError(f"train_loss became {value} (diverged; try a lower lr)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.backward_and_step(loss, optimizer)
         total_loss += value * len(idx)
         correct += int((logits.argmax(1) == y).sum())
     return {"train_loss": total_loss / len(labels), "train_acc": correct / len(labels)}
@@ -218,6 +224,7 @@ def evaluate(
     labels: torch.Tensor,
     normalize: nn.Module,
     batch_size: int = 256,
+    precision: Precision = FULL_PRECISION,
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy, no augmentation, eval mode."""
     model.eval()
@@ -225,8 +232,9 @@ def evaluate(
     for start in range(0, len(labels), batch_size):
         x = normalize(to_input(images[start : start + batch_size]))
         y = labels[start : start + batch_size]
-        logits = model(x)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        with precision.autocast():
+            logits = model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
     return {"loss": total_loss / max(len(labels), 1), "acc": correct / max(len(labels), 1)}
 
@@ -254,12 +262,13 @@ class Session(CheckpointedSession):
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model = build_model(config, data.channels, len(data.classes)).to(self.device)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
+        self.precision = Precision.choose(self.device, config.amp)
         self.augment = build_augmentation(config).to(self.device)
         self.normalize = Normalize(data.mean, data.std).to(self.device)
-        self.tensors = {
+        self.tensors = {  # the whole uint8 dataset stays on the device: no loader per batch
             name: (
-                torch.from_numpy(split.images.copy()).to(self.device),
-                torch.from_numpy(split.labels.copy()).to(self.device),
+                to_device(torch.from_numpy(split.images.copy()), self.device),
+                to_device(torch.from_numpy(split.labels.copy()), self.device),
             )
             for name, split in data.splits.items()
         }
@@ -279,6 +288,7 @@ class Session(CheckpointedSession):
             self.normalize,
             self.config.batch_size,
             self.generator,
+            self.precision,
         )
         val = self.evaluate("val")
         if not math.isfinite(val["loss"]):
@@ -296,7 +306,7 @@ class Session(CheckpointedSession):
 
     def evaluate(self, split: str) -> dict[str, float]:
         images, labels = self.tensors[split]
-        return evaluate(self.model, images, labels, self.normalize)
+        return evaluate(self.model, images, labels, self.normalize, precision=self.precision)
 
 
 def load_session(checkpoint_dir: str | Path, data: ImageDataset, device: str = "cpu") -> Session:
@@ -309,10 +319,14 @@ def load_session(checkpoint_dir: str | Path, data: ImageDataset, device: str = "
 
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, data: ImageDataset, split: str) -> dict:
-    """`<split>_loss` and `<split>_acc` of a saved checkpoint (used for the test table)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    session = load_session(checkpoint_dir, data, device)
-    return {f"{split}_{key}": value for key, value in session.evaluate(split).items()}
+    """`<split>_loss` and `<split>_acc` of a saved checkpoint (used for the test table), on the
+    GPU Ray assigned to this task (or any GPU outside Ray), whose memory it hands back."""
+    from visiontune.trainables.tune_edge import local_device, releasing_memory
+
+    device = local_device()
+    with releasing_memory(device):
+        result = load_session(checkpoint_dir, data, device).evaluate(split)
+    return {f"{split}_{key}": value for key, value in result.items()}
 
 
 def run(config: dict[str, Any], data: ImageDataset) -> None:

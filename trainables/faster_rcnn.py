@@ -44,6 +44,10 @@ at finest_stride 4). Val mAP after 10 epochs: 0.18 with the defaults, 0.22 at lr
 
 Reported losses are torchvision's training losses (mean over the epoch's images, augmentation
 on); `map`, `map50`, `ar100` are COCO metrics on the val split as fractions in [0, 1].
+
+On a GPU (a trial with `resources.gpu`), training and evaluation run under float16 autocast with
+loss scaling (`amp: false` keeps float32; `Session.__init__` says why not bfloat16). The CPU path
+is float32 either way.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone, resn
 
 from visiontune.data.detection import DetectionDataset, DetectionSplit, to_xyxy_abs
 from visiontune.params import build_config
-from visiontune.trainables.session import CheckpointedSession
+from visiontune.trainables.session import FULL_PRECISION, CheckpointedSession, Precision, to_device
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset decodes a YOLO-layout data.yaml
 METRICS = (
@@ -122,6 +126,7 @@ class Config:
     score_threshold: float = 0.05  # detections below this score are dropped at evaluation
     detections_per_img: int = 100  # COCO's AR@100 and mAP count at most 100 per image
     seed: int = 0  # weight init, shuffling, RoI sampling and augmentation draws
+    amp: bool = True  # mixed precision on a GPU (float16 + loss scaling); CPU: float32
 
     def __post_init__(self) -> None:
         if self.backbone not in STAGE_STRIDES:
@@ -457,9 +462,11 @@ def train_one_epoch(
     augment: Augmentation,
     batch_size: int,
     generator: torch.Generator,
+    precision: Precision = FULL_PRECISION,
 ) -> dict[str, float]:
     """One shuffled pass; returns the mean of each loss over the epoch's images, and the LR of
-    the last step (the warmup changes it within an epoch)."""
+    the last step (the warmup changes it within an epoch). Augmentation runs in float32 with
+    the boxes on the CPU; the model and its losses under `precision`."""
     model.train()
     device = data.images.device
     totals = dict.fromkeys(("loss", *LOSSES), 0.0)
@@ -468,20 +475,19 @@ def train_one_epoch(
         boxes = [data.boxes[i] for i in idx.tolist()]
         labels = [data.labels[i] for i in idx.tolist()]
         images, boxes, labels = augment(
-            to_float(data.images[idx.to(device)]), boxes, labels, generator
+            to_float(data.images[to_device(idx, device)]), boxes, labels, generator
         )
         targets = [
-            {"boxes": b.to(device), "labels": c.to(device)}
+            {"boxes": to_device(b, device), "labels": to_device(c, device)}
             for b, c in zip(boxes, labels, strict=True)
         ]
-        losses = model(to_model_input(images), targets)
-        loss = sum(losses[key] for key in LOSSES)
+        with precision.autocast():
+            losses = model(to_model_input(images), targets)
+            loss = sum(losses[key] for key in LOSSES)
         value = loss.item()
         if not math.isfinite(value):  # stop at once: every later step would be wasted
             raise FloatingPointError(f"loss became {value} (diverged; try a lower lr)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.backward_and_step(loss, optimizer)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         totals["loss"] += value * len(idx)
@@ -492,13 +498,22 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+    precision: Precision = FULL_PRECISION,
 ) -> list[dict[str, torch.Tensor]]:
-    """Detections (boxes xyxy px, scores, labels 1-based) for uint8 NCHW images, eval mode."""
+    """Detections (boxes xyxy px, scores, labels 1-based) for uint8 NCHW images, eval mode;
+    boxes and scores come back as float32 whatever the autocast dtype."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        out += model(to_model_input(to_float(images[start : start + batch_size])))
+        with precision.autocast():
+            detections = model(to_model_input(to_float(images[start : start + batch_size])))
+        out += [
+            {key: value.float() if value.is_floating_point() else value for key, value in d.items()}
+            for d in detections
+        ]
     return out
 
 
@@ -539,9 +554,14 @@ def compute_map(
     }
 
 
-def evaluate(model: nn.Module, data: DetectionTensors, names: tuple[str, ...]) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    data: DetectionTensors,
+    names: tuple[str, ...],
+    precision: Precision = FULL_PRECISION,
+) -> dict[str, Any]:
     """COCO metrics of `model` on one prepared split (see `compute_map`), no augmentation."""
-    predictions = predict(model, data.images)
+    predictions = predict(model, data.images, precision=precision)
     targets = [{"boxes": b, "labels": c} for b, c in zip(data.boxes, data.labels, strict=True)]
     return compute_map(predictions, targets, names)
 
@@ -566,12 +586,18 @@ class Session(CheckpointedSession):
         self.model = build_model(config, len(self.names), size, mean, std).to(self.device)
         steps = math.ceil(len(self.tensors["train"]) / config.batch_size)
         self.optimizer, self.scheduler = build_optimizer(self.model, config, steps)
+        # float16 even where bfloat16 is native: boxes pass through the model in the autocast
+        # dtype (anchors, proposals and detections are decoded in it), and bfloat16's 8-bit
+        # significand puts a 100-px coordinate on a 0.5-px grid, float16's on a 1/16-px grid.
+        # torchvision's detection reference trains with AMP in float16 and a GradScaler too.
+        self.precision = Precision.choose(self.device, config.amp, allow_bf16=False)
         self.augment = build_augmentation(config)
         self.epoch = 0
 
     def _to_device(self, split: DetectionTensors) -> DetectionTensors:
-        # boxes stay on the CPU: augmentation edits them per image, cheaper there than on a GPU
-        return DetectionTensors(split.images.to(self.device), split.boxes, split.labels)
+        # boxes stay on the CPU: augmentation edits them per image, cheaper there than on a GPU;
+        # train_one_epoch moves each batch's targets
+        return DetectionTensors(to_device(split.images, self.device), split.boxes, split.labels)
 
     def train_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate on val; returns the epoch's METRICS and images_per_s."""
@@ -584,6 +610,7 @@ class Session(CheckpointedSession):
             self.augment,
             self.config.batch_size,
             self.generator,
+            self.precision,
         )
         val = self.evaluate("val")
         self.epoch += 1
@@ -599,7 +626,7 @@ class Session(CheckpointedSession):
     def evaluate(self, split: str) -> dict[str, Any]:
         if split not in self.tensors:
             raise ValueError(f"split must be one of {sorted(self.tensors)}, got {split!r}")
-        return evaluate(self.model, self.tensors[split], self.names)
+        return evaluate(self.model, self.tensors[split], self.names, self.precision)
 
 
 def load_session(
@@ -619,9 +646,13 @@ def _json_number(value: float | None) -> float | None:
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, data: DetectionDataset, split: str) -> dict:
     """`<split>_map`, `<split>_map50`, `<split>_ar100` and `per_class` {name: {"ap": ...}} of a
-    saved checkpoint (used for the test table); NaN and absent classes become None (JSON null)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = load_session(checkpoint_dir, data, device).evaluate(split)
+    saved checkpoint (used for the test table); NaN and absent classes become None (JSON null).
+    Runs on the GPU Ray assigned to this task (or any GPU outside Ray), whose memory it hands back."""
+    from visiontune.trainables.tune_edge import local_device, releasing_memory
+
+    device = local_device()
+    with releasing_memory(device):
+        result = load_session(checkpoint_dir, data, device).evaluate(split)
     return {
         **{f"{split}_{key}": _json_number(result[key]) for key in ("map", "map50", "ar100")},
         "per_class": {

@@ -16,6 +16,10 @@ EMA and LR schedule (warmup included) from its last.pt; as with `yolo train resu
 restart from the EMA (ultralytics stores both at half precision) and no RNG state is kept, so a
 resumed run draws different augmentations than an uninterrupted one.
 
+On a GPU (a trial with `resources.gpu`) training runs in mixed precision wherever that needs no
+download (`amp_setting`): bfloat16 on Ampere and later GPUs, float16 on older ones only when
+ultralytics' AMP-check weights are already on disk; `amp: false` keeps float32, as does the CPU.
+
 CPU cost, measured on this 2-core machine (no GPU) on the embedded pv-arrays set (96 train / 32 val
 images of 128x128 px, ~1,500 train boxes), YOLOv5n, imgsz 128, batch 8, one thread per trial:
   one epoch (train + val + checkpoint) ~ 3.5 s alone, ~ 7 s each with two trials side by side;
@@ -55,6 +59,7 @@ OPTIMIZERS = ("SGD", "AdamW")  # never "auto": it ignores lr0 and momentum
 SPLITS = ("train", "val", "test")
 WEIGHTS_FILE = "last.pt"  # the epoch's full ultralytics checkpoint (EMA, optimizer, train_args)
 RUN_NAME = "train"  # ultralytics' run folder inside a trial's scratch directory
+AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what ultralytics' float16 check loads (downloads if absent)
 # Ultralytics' per-epoch validation keys (fractions 0..1) -> our metric names.
 VAL_KEYS = {
     "precision": "metrics/precision(B)",  # at the confidence that maximises mean F1
@@ -98,9 +103,8 @@ class Config:
     mixup: float = 0.0  # probability of mixing two images
     close_mosaic: int = 10  # mosaic is off for the last N epochs (0 = never turned off)
     workers: int = 0  # dataloader processes; 0 = in the trial's process (forced on CPU)
-    # Mixed precision, CUDA only. Off by default: with amp on, ultralytics first checks it
-    # against a downloaded yolo26n.pt (a network attempt; offline it warns and keeps amp on).
-    amp: bool = False
+    # Mixed precision on a GPU where it needs no download (see `amp_setting`); CPU: float32.
+    amp: bool = True
     seed: int = 0  # weight init, shuffling and augmentation draws
 
     def __post_init__(self) -> None:
@@ -205,7 +209,35 @@ def data_yaml(data: DetectionDataset) -> str:
 
 
 def default_device() -> str:
-    return "0" if torch.cuda.is_available() else "cpu"
+    """Ultralytics' name of the device to use here: the first GPU Ray assigned to this worker
+    (CUDA_VISIBLE_DEVICES lists just those), any GPU outside Ray, else the CPU."""
+    from visiontune.trainables.tune_edge import local_device
+
+    return "0" if local_device() == "cuda" else "cpu"
+
+
+def amp_setting(amp: bool, device: str, weights_dir: Path | None = None) -> bool | str:
+    """Ultralytics' `amp` argument for `device`, never one that makes it reach the network.
+
+    With `amp=True` ultralytics trains in float16 only after `check_amp`, which compares float16
+    with float32 detections of a yolo26n.pt that it downloads when missing from its weights dir
+    (offline: a failed connection, a warning, and float16 unchecked). So, on a GPU:
+    * native bfloat16 (Ampere and later): "bf16", bfloat16 autocast without loss scaling, for
+      which ultralytics skips the check (bfloat16 has float32's range: the overflow to NaN the
+      check guards against does not happen);
+    * older GPUs (T4, V100): float16 (True) when yolo26n.pt is already in `weights_dir`
+      (ultralytics' WEIGHTS_DIR by default), so the check runs offline; else float32 (False).
+    """
+    if not amp or device == "cpu":
+        return False
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16"
+    if weights_dir is None:
+        offline_ultralytics()
+        from ultralytics.utils import WEIGHTS_DIR  # where check_amp looks
+
+        weights_dir = WEIGHTS_DIR
+    return (Path(weights_dir) / AMP_CHECK_WEIGHTS).is_file()
 
 
 def train_args(
@@ -220,7 +252,7 @@ def train_args(
         "name": RUN_NAME,
         "exist_ok": True,  # a restarted trial writes into the same folder
         "device": device,
-        "amp": config.amp and device != "cpu",
+        "amp": amp_setting(config.amp, device),
         "epochs": config.epochs,
         "imgsz": config.imgsz,
         "batch": config.batch,
@@ -322,22 +354,28 @@ def train(
 
 
 def prepare_resume(
-    checkpoint: str | os.PathLike[str], config: Config, data: DetectionDataset, out_dir: str
+    checkpoint: str | os.PathLike[str],
+    config: Config,
+    data: DetectionDataset,
+    out_dir: str,
+    device: str = "cpu",
 ) -> Path | None:
     """Copy an epoch's last.pt into this trial's run folder with its paths rewritten, ready for
-    `train(..., resume_from=...)`; None when that checkpoint already finished every epoch.
+    `train(..., resume_from=...)` on `device`; None when that checkpoint already finished every
+    epoch.
 
     Ultralytics resumes with the train_args stored in the checkpoint, including the folders of
-    the run that wrote it, which may be another trial directory or another node.
+    the run that wrote it, which may be another trial directory or another node, and its `amp`
+    (a resume may not override it), which this node's GPU may not support without a download.
     """
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if state["epoch"] + 1 >= state["train_args"]["epochs"]:
         return None
-    args = train_args(config, data, out_dir)
+    args = train_args(config, data, out_dir, device)
     save_dir = Path(args["project"]) / args["name"]
     state["train_args"] = {
         **state["train_args"],
-        **{key: args[key] for key in ("data", "project", "name", "exist_ok")},
+        **{key: args[key] for key in ("data", "project", "name", "exist_ok", "amp")},
         "save_dir": str(save_dir),
     }
     target = save_dir / "weights" / WEIGHTS_FILE
@@ -357,32 +395,42 @@ def evaluate_checkpoint(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     offline_ultralytics()
-    from ultralytics import YOLO
+    from visiontune.trainables.tune_edge import local_device, releasing_memory
 
-    weights = Path(checkpoint_dir) / WEIGHTS_FILE
-    model = YOLO(str(weights))
-    trained = model.ckpt["train_args"]
     threads = torch.get_num_threads()  # validation resets torch's thread count
+    device = local_device()
     try:
-        with tempfile.TemporaryDirectory(prefix="yolo-val-") as scratch:
-            result = model.val(
-                data=data_yaml(data),
-                split=split,
-                imgsz=trained["imgsz"],
-                batch=trained["batch"],
-                device=default_device(),
-                project=scratch,
-                name="val",
-                exist_ok=True,
-                workers=0,
-                half=False,
-                plots=False,
-                save_json=False,
-                verbose=False,
-            )
+        with (
+            releasing_memory(device),
+            tempfile.TemporaryDirectory(prefix="yolo-val-") as scratch,
+        ):
+            result = _validate(Path(checkpoint_dir) / WEIGHTS_FILE, data, split, device, scratch)
     finally:
         torch.set_num_threads(threads)
     return split_metrics(result, data.names, split)
+
+
+def _validate(weights: Path, data: DetectionDataset, split: str, device: str, scratch: str) -> Any:
+    """Ultralytics' DetMetrics of `weights` on `split`; the model lives in this frame only."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    trained = model.ckpt["train_args"]
+    return model.val(
+        data=data_yaml(data),
+        split=split,
+        imgsz=trained["imgsz"],
+        batch=trained["batch"],
+        device="0" if device == "cuda" else "cpu",
+        project=scratch,
+        name="val",
+        exist_ok=True,
+        workers=0,
+        half=False,
+        plots=False,
+        save_json=False,
+        verbose=False,
+    )
 
 
 def split_metrics(result: Any, names: tuple[str, ...], split: str) -> dict[str, Any]:
@@ -418,10 +466,12 @@ def run(config: dict[str, Any], data: DetectionDataset) -> None:
     a restored trial resumes from its checkpoint's last.pt at the next epoch."""
     from ray import tune
 
-    from visiontune.trainables.tune_edge import trial_cpus
+    from visiontune.trainables.tune_edge import releasing_memory, trial_cpus, trial_device
 
     settings = build_config(Config, config, "trial config")
     checkpoint = tune.get_checkpoint()
+    torch_device = trial_device()  # a GPU only when Ray assigned one to this trial
+    device = "0" if torch_device == "cuda" else "cpu"  # ultralytics' name for it
 
     def report(metrics: dict[str, float], last: Path) -> None:
         with tempfile.TemporaryDirectory() as directory:
@@ -429,13 +479,18 @@ def run(config: dict[str, Any], data: DetectionDataset) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # Ultralytics' files (args.yaml, results.csv, weights) are scratch: what lasts is reported.
-    with tempfile.TemporaryDirectory(prefix="yolo-", dir=Path.cwd()) as scratch:
+    # The trainer and model live inside `train` only: `releasing_memory` frees them for the next
+    # trial of this worker (reuse_actors), however the trial ends.
+    with (
+        releasing_memory(torch_device),
+        tempfile.TemporaryDirectory(prefix="yolo-", dir=Path.cwd()) as scratch,
+    ):
         resume_from = None
         if checkpoint:
             with checkpoint.as_directory() as directory:
                 resume_from = prepare_resume(
-                    Path(directory) / WEIGHTS_FILE, settings, data, scratch
+                    Path(directory) / WEIGHTS_FILE, settings, data, scratch, device
                 )
             if resume_from is None:
                 return  # the checkpoint is the final epoch: nothing left to train
-        train(settings, data, scratch, report, trial_cpus(), resume_from)
+        train(settings, data, scratch, report, trial_cpus(), resume_from, device)

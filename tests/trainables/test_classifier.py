@@ -289,8 +289,24 @@ def test_checkpoint_loads_with_weights_only_and_holds_full_state(
     session = Session(config, data)
     session.save(tmp_path / CHECKPOINT_FILE)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
-    assert set(state) == {"model", "optimizer", "scheduler", "epoch", "rng", "config"}
+    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"}
+    assert state["scaler"] == {}  # float32 on the CPU: no loss scaling
+    assert state["rng"]["cuda"] == []  # a CPU session leaves CUDA alone
     assert state["config"] == config_dict(config)
+
+
+def test_amp_changes_nothing_on_the_cpu(data: ImageDataset) -> None:
+    # default augmentation and dropout: every draw and every float must match
+    def train(amp: bool) -> tuple[Session, list[dict[str, float]]]:
+        session = Session(Config(**TINY, seed=5, amp=amp), data)  # seeds the global RNG
+        return session, [_epoch_metrics(session.train_epoch()) for _ in range(2)]
+
+    (mixed, mixed_history), (full, full_history) = train(True), train(False)
+    assert mixed.precision.dtype is None and not mixed.precision.scaler.is_enabled()
+    assert mixed_history == full_history
+    expected = full.model.state_dict()
+    for key, value in mixed.model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
 
 
 def test_load_session_rebuilds_the_saved_config(data: ImageDataset, tmp_path) -> None:
@@ -355,3 +371,27 @@ def test_defaults_are_the_seed_custom_configuration() -> None:
     )
     defaults = config_dict(Config())
     assert {key: defaults[key] for key in seed} == seed
+
+
+# --- on a GPU (skipped on CPU-only machines) -----------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_on_a_gpu_the_session_trains_in_mixed_precision_and_resumes(
+    data: ImageDataset, tmp_path
+) -> None:
+    config = Config(**TINY, lr=1e-2)
+    session = Session(config, data, "cuda")
+    assert session.precision.dtype in (torch.bfloat16, torch.float16)
+    assert all(images.is_cuda for images, _ in session.tensors.values())
+    metrics = session.train_epoch()
+    assert all(math.isfinite(metrics[key]) for key in METRICS)
+    session.save(tmp_path / CHECKPOINT_FILE)
+    resumed = load_session(tmp_path, data, "cuda")  # RNG states mapped to the GPU still load
+    assert resumed.epoch == 1
+    assert resumed.precision.scaler.state_dict() == session.precision.scaler.state_dict()
+    assert math.isfinite(resumed.train_epoch()["train_loss"])
+    full = Session(Config(**TINY, amp=False), data, "cuda")
+    assert full.precision.dtype is None and not full.precision.scaler.is_enabled()

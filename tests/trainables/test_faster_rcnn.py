@@ -465,13 +465,29 @@ def test_restored_checkpoint_continues_the_same_run(data: DetectionDataset, tmp_
     assert resumed.scheduler.state_dict() == straight.scheduler.state_dict()
 
 
+def test_amp_changes_nothing_on_the_cpu(data: DetectionDataset) -> None:
+    config = dict(TINY, scale_jitter=0.3, brightness=0.1, seed=4)  # augmentation draws matter
+
+    def train(amp: bool) -> tuple[Session, dict[str, float]]:
+        session = Session(Config(**config, amp=amp), data)  # seeds the global RNG
+        return session, _epoch_metrics(session.train_epoch())
+
+    (mixed, mixed_metrics), (full, full_metrics) = train(True), train(False)
+    assert mixed.precision.dtype is None and not mixed.precision.scaler.is_enabled()
+    assert mixed_metrics == full_metrics
+    expected = full.model.state_dict()
+    for key, value in mixed.model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
 def test_checkpoint_loads_with_weights_only_and_holds_full_state(
     data: DetectionDataset, tmp_path
 ) -> None:
     config = Config(**TINY, trainable_backbone_layers=3)
     Session(config, data).save(tmp_path / CHECKPOINT_FILE)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
-    assert set(state) == {"model", "optimizer", "scheduler", "epoch", "rng", "config"}
+    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"}
+    assert state["scaler"] == {}  # float32 on the CPU: no loss scaling
     assert state["config"] == config_dict(config)
 
 
@@ -552,6 +568,28 @@ def test_defaults_are_the_torchvision_reference_recipe_at_the_seed_batch() -> No
     )
     defaults = config_dict(Config())
     assert {key: defaults[key] for key in reference} == pytest.approx(reference, rel=1e-12)
+
+
+# --- on a GPU (skipped on CPU-only machines) -----------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_training_uses_float16_with_a_scaler_that_the_checkpoint_keeps(
+    data: DetectionDataset, tmp_path
+) -> None:
+    session = Session(Config(**TINY), data, "cuda")
+    assert session.precision.dtype == torch.float16  # never bfloat16: box coordinates
+    assert session.precision.scaler.is_enabled()
+    assert session.tensors["train"].images.is_cuda
+    assert not session.tensors["train"].boxes[0].is_cuda  # moved per batch
+    metrics = session.train_epoch()
+    assert all(math.isfinite(metrics[key]) for key in METRICS)
+    session.save(tmp_path / CHECKPOINT_FILE)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["scaler"]["scale"] == session.precision.scaler.get_scale()
+    resumed = load_session(tmp_path, data, "cuda")
+    assert resumed.precision.scaler.state_dict() == session.precision.scaler.state_dict()
+    assert set(resumed.evaluate("test")) == {"map", "map50", "ar100", "per_class_ap"}
 
 
 # --- through Ray Tune ----------------------------------------------------------------------

@@ -21,11 +21,14 @@ from support import no_network
 from visiontune.data.detection import DetectionDataset, DetectionSplit
 from visiontune.params import config_dict
 from visiontune.trainables.yolo import (
+    AMP_CHECK_WEIGHTS,
     METRICS,
     OPTIMIZERS,
     WEIGHTS_FILE,
     Config,
+    amp_setting,
     evaluate_checkpoint,
+    offline_ultralytics,
     prepare_resume,
     run,
     train,
@@ -155,15 +158,37 @@ def test_train_args_are_absolute_offline_and_consistent(
     assert args["hsv_h"] == 0.0 and args["hsv_s"] == 0.0
     assert args["amp"] is False and args["pretrained"] is False and args["plots"] is False
     assert args["val"] is True and args["save"] is True
-    fields = {k: v for k, v in config_dict(config).items() if k != "model"}
+    fields = {k: v for k, v in config_dict(config).items() if k not in ("model", "amp")}
     assert {k: args[k] for k in fields} == fields  # every hyperparameter reaches ultralytics as set
 
 
-def test_amp_is_only_requested_on_a_gpu(data: DetectionDataset, tmp_path: Path) -> None:
-    config = Config(amp=True)
-    assert train_args(config, data, tmp_path, "cpu")["amp"] is False
-    assert train_args(config, data, tmp_path, "0")["amp"] is True
-    assert train_args(Config(), data, tmp_path, "0")["amp"] is False
+def test_amp_is_only_requested_on_a_gpu_and_never_needs_a_download(tmp_path: Path) -> None:
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    assert amp_setting(True, "cpu", weights) is False
+    assert amp_setting(False, "0", weights) is False
+    # without native bfloat16, float16 only once check_amp's weights are there to load offline
+    assert amp_setting(True, "0", weights) == ("bf16" if native_bf16 else False)
+    (weights / AMP_CHECK_WEIGHTS).write_bytes(b"")
+    assert amp_setting(True, "0", weights) == ("bf16" if native_bf16 else True)
+    assert amp_setting(True, "cpu", weights) is False
+
+
+def test_train_args_ask_for_amp_only_where_ultralytics_will_not_download(
+    data: DetectionDataset, tmp_path: Path
+) -> None:
+    offline_ultralytics()  # before ultralytics is first imported
+    from ultralytics.utils import WEIGHTS_DIR  # where check_amp looks for its model
+
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    offline_fp16 = (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file()
+    with no_network() as attempts:
+        assert train_args(Config(), data, tmp_path, "cpu")["amp"] is False
+        assert train_args(Config(amp=False), data, tmp_path, "0")["amp"] is False
+        gpu = train_args(Config(), data, tmp_path, "0")["amp"]
+    assert gpu == ("bf16" if native_bf16 else offline_fp16)
+    assert attempts == []
 
 
 def test_train_args_reject_a_data_yaml_with_a_relative_path(
@@ -283,6 +308,22 @@ def test_resume_from_an_epoch_checkpoint_continues_at_the_next_epoch(
     )
     assert state["epoch"] == 1
     assert Path(state["train_args"]["save_dir"]).is_relative_to(out)
+
+
+def test_resume_sets_amp_for_the_resuming_device_not_the_one_that_wrote_it(
+    straight: Run, data: DetectionDataset, tmp_path: Path
+) -> None:
+    state = torch.load(
+        straight.checkpoints[0] / WEIGHTS_FILE, map_location="cpu", weights_only=False
+    )
+    state["train_args"]["amp"] = True  # written on a GPU with float16
+    torch.save(state, tmp_path / WEIGHTS_FILE)
+    resume_from = prepare_resume(
+        tmp_path / WEIGHTS_FILE, Config(**TINY), data, str(tmp_path / "scratch"), "cpu"
+    )
+    assert resume_from is not None
+    resumed = torch.load(resume_from, map_location="cpu", weights_only=False)
+    assert resumed["train_args"]["amp"] is False  # ultralytics would keep a checkpoint's amp
 
 
 def test_resume_from_the_final_epoch_has_nothing_to_do(

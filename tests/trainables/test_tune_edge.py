@@ -1,0 +1,293 @@
+"""Tests for the Ray edge of the trainables (trainables/tune_edge.py): which device and how many
+threads a trial gets, and that a trial's session is freed when the trial ends, however it ends.
+The memory tests run with Python's automatic garbage collection off, so that only the
+collection under test can free a reference cycle; the trial tests run a real local Ray Tune."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import traceback
+import warnings
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visiontune.sweep import keep_ray_on_loopback
+from visiontune.trainables.session import CheckpointedSession, Precision, to_device
+from visiontune.trainables.tune_edge import (
+    local_device,
+    pick_device,
+    releasing_memory,
+    run_session,
+)
+
+# --- a tiny real session -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    epochs: int = 2
+    fail_at: int = 0  # the epoch whose training raises FloatingPointError; 0 = none
+    seed: int = 0
+    amp: bool = True
+
+
+class ProbeSession(CheckpointedSession):
+    """A linear model on random data that can diverge on demand. Its model refers back to the
+    session: a reference cycle, which only a garbage collection frees (real sessions may hold
+    one through a hook or a closure; this one always does)."""
+
+    def __init__(self, config: ProbeConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model = nn.Linear(8, 1).to(self.device)
+        self.model.session = self  # the cycle
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=10)
+        self.precision = Precision.choose(self.device, config.amp)
+        self.x = to_device(torch.randn(64, 8, generator=self.generator), self.device)
+        self.epoch = 0
+
+    def train_epoch(self) -> dict[str, float]:
+        if self.epoch + 1 == self.config.fail_at:
+            raise FloatingPointError("loss became nan (diverged on purpose)")
+        with self.precision.autocast():
+            loss = F.mse_loss(self.model(self.x), self.x.sum(1, keepdim=True))
+        self.precision.backward_and_step(loss, self.optimizer)
+        self.scheduler.step()
+        self.epoch += 1
+        return {"loss": loss.item(), "epoch": self.epoch}
+
+
+@pytest.fixture
+def no_automatic_gc() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _train(session: ProbeSession) -> None:
+    """Hold the session in a callee's frame only, as run_session does."""
+    while session.epoch < session.config.epochs:
+        session.train_epoch()
+
+
+def _stop(session: ProbeSession) -> None:
+    session.train_epoch()
+    sys.exit(0)  # what tune.report does in a trial that Tune stopped
+
+
+# --- device --------------------------------------------------------------------------------
+
+
+def test_a_gpu_is_used_only_when_ray_assigned_one() -> None:
+    assert pick_device([], cuda_available=True) == "cpu"  # gpu=0 trial on a GPU node
+    assert pick_device([0], cuda_available=True) == "cuda"
+    assert pick_device(["1"], cuda_available=True) == "cuda"  # CUDA_VISIBLE_DEVICES=1: cuda:0
+    assert pick_device([], cuda_available=False) == "cpu"
+
+
+def test_an_assigned_gpu_that_torch_cannot_see_falls_back_to_the_cpu_with_a_warning() -> None:
+    with pytest.warns(RuntimeWarning, match=r"assigned GPU\(s\) \[0\].*no CUDA device"):
+        assert pick_device([0], cuda_available=False) == "cpu"
+
+
+def test_outside_ray_the_local_device_is_whatever_torch_sees() -> None:
+    assert local_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+def test_a_session_in_a_cycle_outlives_its_last_reference_without_a_collection(
+    no_automatic_gc: None,
+) -> None:
+    # the premise of the tests below: without a collection, the probe's memory stays taken
+    session = ProbeSession(ProbeConfig())
+    model = weakref.ref(session.model)
+    del session
+    assert model() is not None
+    gc.collect()
+    assert model() is None
+
+
+def test_releasing_memory_frees_a_session_that_trained_to_the_end(no_automatic_gc: None) -> None:
+    made: list[weakref.ref] = []
+
+    def make() -> ProbeSession:
+        session = ProbeSession(ProbeConfig())
+        made.append(weakref.ref(session.model))
+        return session
+
+    with releasing_memory("cpu"):
+        _train(make())
+    assert made and made[0]() is None
+
+
+@pytest.mark.parametrize(
+    ("run", "error"),
+    [(_train, FloatingPointError), (_stop, SystemExit)],
+    ids=["diverged", "stopped-by-tune"],
+)
+def test_releasing_memory_frees_a_session_whose_training_raised(
+    no_automatic_gc: None, run: Any, error: type[BaseException]
+) -> None:
+    session_config = ProbeConfig(fail_at=2)
+    made: list[weakref.ref] = []
+
+    def make() -> ProbeSession:
+        session = ProbeSession(session_config)
+        made.append(weakref.ref(session.model))
+        return session
+
+    with pytest.raises(error) as raised, releasing_memory("cpu"):
+        run(make())
+    # the error is still alive here (pytest keeps it), yet no longer holds the model ...
+    assert made[0]() is None
+    # ... and its traceback still names every function it passed through
+    assert f"in {run.__name__}" in "".join(traceback.format_exception(raised.value))
+
+
+# --- through Ray Tune ----------------------------------------------------------------------
+
+CASES = [  # trials run one at a time; Ray's node has 2 CPUs and 1 GPU slot
+    {"name": "half-cpu", "resources": {"cpu": 0.5, "gpu": 0}, "session": {}},
+    {"name": "half-cpu-diverges", "resources": {"cpu": 0.5, "gpu": 0}, "session": {"fail_at": 2}},
+    {"name": "two-cpus", "resources": {"cpu": 2, "gpu": 0}, "session": {}},
+    {"name": "gpu", "resources": {"cpu": 1, "gpu": 1}, "session": {}},
+]
+
+
+def _probe_trial(config: dict[str, Any]) -> None:
+    """A trial that trains a ProbeSession through run_session and writes down what it saw: its
+    device, threads and GPU ids, how run_session ended, and whether the model was freed."""
+    import ray
+
+    case = config["case"]
+    seen: dict[str, Any] = {}
+
+    def make_session(device: str) -> ProbeSession:
+        session = ProbeSession(ProbeConfig(**case["session"]), device)
+        seen.update(
+            device=device,
+            threads=torch.get_num_threads(),
+            gpu_ids=[str(i) for i in ray.get_gpu_ids()],
+            model=weakref.ref(session.model),
+        )
+        return session
+
+    gc.collect()
+    gc.disable()  # only run_session's own collection may free the session's cycle
+    outcome = "finished"
+    try:
+        run_session(make_session, "probe.pt")
+    except FloatingPointError:
+        outcome = "raised"
+    finally:
+        model = seen.pop("model")
+        record = {**seen, "outcome": outcome, "model_freed": model() is None}
+        gc.enable()
+        Path(config["out"], f"{case['name']}.json").write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def ray_node() -> Iterator[None]:
+    keep_ray_on_loopback()
+    import ray
+
+    # the probe lives in this test module, which Ray's workers cannot import by name
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # one GPU slot on this node, real or (on a CPU machine) declared for scheduling only
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def probed(ray_node: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    from ray import tune
+
+    out = tmp_path_factory.mktemp("probes")
+    tuner = tune.Tuner(
+        tune.with_resources(_probe_trial, lambda config: config["case"]["resources"]),
+        param_space={"case": tune.grid_search(CASES), "out": str(out)},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(out / "ray"), name="probe"),
+    )
+    results = tuner.fit()
+    assert results.errors == []
+    return {case["name"]: json.loads((out / f"{case['name']}.json").read_text()) for case in CASES}
+
+
+def test_trial_threads_are_its_cpu_share_rounded_down_to_at_least_one(probed) -> None:
+    assert probed["half-cpu"]["threads"] == 1
+    assert probed["two-cpus"]["threads"] == 2
+    assert probed["gpu"]["threads"] == 1
+
+
+def test_a_trial_without_a_gpu_trains_on_the_cpu_on_a_node_with_one(probed) -> None:
+    for name in ("half-cpu", "half-cpu-diverges", "two-cpus"):
+        assert probed[name]["gpu_ids"] == [] and probed[name]["device"] == "cpu", name
+    assert probed["gpu"]["gpu_ids"] == ["0"]
+    # a declared-only GPU slot (no CUDA here) falls back to the CPU
+    assert probed["gpu"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_run_session_frees_the_session_when_the_trial_ends(probed) -> None:
+    assert {name: record["outcome"] for name, record in probed.items()} == {
+        "half-cpu": "finished",
+        "half-cpu-diverges": "raised",
+        "two-cpus": "finished",
+        "gpu": "finished",
+    }
+    assert {name: record["model_freed"] for name, record in probed.items()} == dict.fromkeys(
+        probed, True
+    )
+
+
+def _local_device_in_a_task() -> dict[str, Any]:
+    import ray
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        device = local_device()
+    return {
+        "device": device,
+        "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+        "warnings": [str(w.message) for w in caught],
+        "pid": os.getpid(),
+    }
+
+
+def test_in_a_ray_task_the_local_device_follows_the_tasks_gpus(ray_node: None) -> None:
+    import ray
+
+    task = ray.remote(_local_device_in_a_task)
+    without, with_gpu = ray.get(
+        [task.options(num_gpus=0).remote(), task.options(num_gpus=1).remote()]
+    )
+    assert without["gpu_ids"] == [] and without["device"] == "cpu"
+    assert with_gpu["gpu_ids"] == ["0"]
+    if torch.cuda.is_available():
+        assert with_gpu["device"] == "cuda"
+    else:  # only Ray's assignment, not torch, could have produced this warning
+        assert with_gpu["device"] == "cpu"
+        assert any("assigned GPU(s)" in message for message in with_gpu["warnings"])
