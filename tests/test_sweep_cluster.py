@@ -131,3 +131,27 @@ def test_tune_attaches_to_a_running_cluster(how, client_head, tiny_imagefolder, 
     assert summary["address"] == address and summary["num_trials"] == 3
     trials = pd.read_csv(tmp_path / "a" / "report" / "trials.csv")
     assert len(trials) == 3
+
+
+def test_storage_check_asks_every_other_node(cluster, tmp_path):
+    """The pre-flight check really runs on the other node: there it finds the driver's marker
+    (one machine: one disk), and a node that does not find it is named."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from visiontune.storage import open_experiment
+    from visiontune.sweep import check_shared_storage, nodes_without
+
+    ray.init(address=cluster.address)
+    try:
+        worker = _worker(cluster).node_id
+        check_shared_storage(open_experiment(tmp_path / "runs", "x"))  # no error: same disk
+        assert list((tmp_path / "runs").iterdir()) == []  # its marker is gone again
+        marker = tmp_path / "marker"
+        marker.write_text("driver's token")
+        strategy = NodeAffinitySchedulingStrategy
+        assert nodes_without(str(marker), "driver's token", [worker], strategy) == []
+        assert nodes_without(str(marker), "another token", [worker], strategy) == [worker]
+        assert nodes_without(str(tmp_path / "absent"), "t", [worker], strategy) == [worker]
+    finally:
+        ray.shutdown()

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ from typing import Any
 import torch
 import yaml
 
-from visiontune.data.detection import DetectionDataset
+from visiontune.data.detection import DetectionDataset, node_local_yolo_yaml
 from visiontune.params import build_config
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset reads a data.yaml with images/ and labels/
@@ -194,11 +193,9 @@ def data_yaml(data: DetectionDataset) -> str:
     if not path.is_absolute():
         raise ValueError(f"yolo_yaml must be an absolute path, got {str(path)!r}")
     if not path.is_file():
-        # ultralytics reads images and labels from disk: every node needs the files
-        raise FileNotFoundError(
-            f"{path}: no such data.yaml on this node ({socket.gethostname()}); "
-            "a multi-node sweep needs the dataset on storage every node mounts"
-        )
+        # ultralytics reads images and labels from disk; this node (of a multi-node sweep)
+        # cannot see the driver's files, so it gets its own copy from the decoded dataset
+        return str(node_local_yolo_yaml(data))
     root = (yaml.safe_load(path.read_text()) or {}).get("path")
     if root is not None and not Path(str(root)).is_absolute():
         # ultralytics resolves a relative `path:` against the cwd, which differs per trial

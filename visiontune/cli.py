@@ -259,7 +259,9 @@ def _train_epochs(task: Any, config: Any, data: Any, checkpoint_dir: Path, scrat
         print(" ".join(f"{metrics[m]:>10.4g}" for m in task.METRICS), flush=True)
 
     if hasattr(task, "Session"):
-        session = task.Session(config, data)
+        from visiontune.trainables.tune_edge import local_device
+
+        session = task.Session(config, data, local_device())  # CUDA when this machine has one
         while session.epoch < config.epochs:
             show(session.train_epoch())
             session.save(checkpoint_dir / task.CHECKPOINT_FILE)

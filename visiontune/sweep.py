@@ -352,6 +352,7 @@ def check_shared_storage(experiment: Experiment) -> None:
     if not others:
         return
     storage = experiment.local.parent
+    created = not storage.exists()
     storage.mkdir(parents=True, exist_ok=True)
     token = os.urandom(8).hex()
     marker = storage / f".visiontune-shared-{token}"
@@ -361,6 +362,8 @@ def check_shared_storage(experiment: Experiment) -> None:
     finally:
         marker.unlink(missing_ok=True)
     if blind:
+        if created:
+            storage.rmdir()  # refused: leave nothing behind
         raise InputError(
             f"--storage: {storage} is local to this machine, but {len(blind)} other node(s) of "
             f"the cluster cannot see it ({', '.join(n[:8] for n in blind)}); trials there could "
@@ -454,6 +457,8 @@ def run_sweep(
         _write_json(exp_dir / SUMMARY_FILE, summary)  # records the run's start if it is killed
         os.environ[EXPERIMENT_DIR_ENV] = str(exp_dir)  # for the callbacks, restored ones too
         experiment.upload()
+        print(f"Experiment {experiment.location}; live curves: tensorboard --logdir {exp_dir} "
+              "--host 127.0.0.1", flush=True)  # fmt: skip
         if resume:
             tuner = restore_tuner(spec, task, data, experiment)
         else:

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from visiontune.data import pv_arrays
-from visiontune.data.detection import YOLO_YAML_CACHE, load_yolo, to_xyxy_abs
+from visiontune.data.detection import YOLO_YAML_CACHE, load_yolo, node_local_yolo_yaml, to_xyxy_abs
 from visiontune.errors import InputError
 
 COUNTS = {"train": 5, "val": 3, "test": 2}
@@ -327,3 +327,23 @@ def test_to_xyxy_abs_scales_centre_boxes_to_pixel_corners() -> None:
 def test_to_xyxy_abs_keeps_an_empty_image_empty() -> None:
     xyxy = to_xyxy_abs(np.zeros((0, 4), np.float32), height=64, width=64)
     assert xyxy.shape == (0, 4) and xyxy.dtype == np.float32
+
+
+def test_a_node_without_the_files_writes_the_same_dataset_from_memory(dataset: Path) -> None:
+    """A worker node of a multi-node sweep gets the decoded dataset but not the driver's files:
+    its own YOLO tree, written from memory, loads back to the same images, boxes and labels."""
+    ds = load_yolo(dataset / "data.yaml")
+    shutil.rmtree(dataset)  # as seen from another node: neither the files nor the yaml copy
+    Path(ds.yolo_yaml).unlink()
+    local = node_local_yolo_yaml(ds)
+    assert local.is_absolute() and local.parent.name.startswith("tree-")
+    again = load_yolo(local)
+    assert again.names == ds.names
+    for split in ("train", "val", "test"):
+        for a, b in zip(ds.splits[split].images, again.splits[split].images, strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(ds.splits[split].boxes, again.splits[split].boxes, strict=True):
+            np.testing.assert_array_equal(a, b)  # already at 6 decimals: written exactly
+        for a, b in zip(ds.splits[split].labels, again.splits[split].labels, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert node_local_yolo_yaml(ds) == local  # the next trial on the node reuses it

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from visiontune.data.files import write_tree_atomically
 from visiontune.data.imagefolder import _decode
 from visiontune.errors import InputError
 
@@ -318,3 +319,52 @@ def _write_yolo_yaml(
     staging.write_text(yaml.safe_dump(copy, sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(staging, target)
     return target
+
+
+def node_local_yolo_yaml(data: DetectionDataset) -> Path:
+    """A data.yaml for ultralytics on a node that cannot see the files the driver read (a
+    multi-node sweep without shared storage): the decoded dataset is written once per node as a
+    YOLO tree under the temp dir, keyed by its content, and reused by later trials there."""
+    digest = hashlib.sha1(repr(data.names).encode())
+    for split in SPLITS:
+        for image, boxes, labels in zip(
+            data.splits[split].images, data.splits[split].boxes, data.splits[split].labels,
+            strict=True,
+        ):  # fmt: skip
+            for array in (image, boxes, labels):
+                digest.update(repr(array.shape).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+    root = Path(tempfile.gettempdir()) / YOLO_YAML_CACHE / f"tree-{digest.hexdigest()}"
+    if not (root / "data.yaml").is_file():
+        try:
+            write_tree_atomically(root, lambda staging: _write_yolo_tree(staging, data, root))
+        except InputError:
+            if not (root / "data.yaml").is_file():  # not just another trial finishing first
+                raise
+    return root / "data.yaml"
+
+
+def _write_yolo_tree(staging: Path, data: DetectionDataset, root: Path) -> None:
+    from PIL import Image
+
+    for split in SPLITS:
+        images, labels_dir = staging / "images" / split, staging / "labels" / split
+        images.mkdir(parents=True)
+        labels_dir.mkdir(parents=True)
+        part = data.splits[split]
+        for index, (image, boxes, labels) in enumerate(
+            zip(part.images, part.boxes, part.labels, strict=True)
+        ):
+            Image.fromarray(image).save(images / f"{index:06d}.png")
+            (labels_dir / f"{index:06d}.txt").write_text(
+                "".join(
+                    f"{int(c)} {b[0]:.6f} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f}\n"
+                    for b, c in zip(boxes.tolist(), labels.tolist(), strict=True)
+                )
+            )
+    layout = {
+        "path": str(root),  # the final place: the tree is renamed there when complete
+        **{split: str(root / "images" / split) for split in SPLITS},
+        "names": dict(enumerate(data.names)),
+    }
+    (staging / "data.yaml").write_text(yaml.safe_dump(layout, sort_keys=False, allow_unicode=True))
