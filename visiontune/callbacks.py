@@ -230,8 +230,15 @@ class TrialStatusCallback(Callback):
         """A trial failed (its worker or node died) and is retried from its last checkpoint."""
         entry = self.status.get(trial.trial_id, {})
         last = trial.last_result or {}
-        recovery = {"failed_after": last.get("epoch", last.get("training_iteration", 0))}
-        recovery["resumed_at"] = None
+        saved = trial.latest_checkpoint_result  # what Ray restores the trial from
+        saved_metrics = saved.metrics if saved is not None else {}
+        recovery = {
+            "failed_after": last.get("epoch", last.get("training_iteration", 0)),
+            "checkpoint_epoch": saved_metrics.get(
+                "epoch", saved_metrics.get("training_iteration", 0)
+            ),
+            "resumed_at": None,
+        }
         self._update(trial, status="RETRYING", recoveries=[*entry.get("recoveries", []), recovery])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

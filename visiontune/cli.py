@@ -157,7 +157,7 @@ def _sweep_on_head(
     written on the head's disk (a local --storage is a path on the head) or to the URI storage."""
     import ray
 
-    ray.init(address=address, log_to_driver=True)
+    _connect_client(address)
     try:
         head = ray.remote(sweep_and_report).options(
             num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001}
@@ -169,6 +169,24 @@ def _sweep_on_head(
         raise
     finally:
         ray.shutdown()
+
+
+def _connect_client(address: str, attempts: int = 3) -> None:
+    """ray.init over Ray Client. The head's client proxy starts one server process per client
+    connection, and that start can fail on a busy head (the proxy then says so and frees the
+    port only later): retry on a fresh server instead of giving up on the sweep."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, log_to_driver=True)
+            return
+        except ConnectionAbortedError as exc:
+            if "client server failed" not in str(exc) or attempt == attempts:
+                raise
+            print(f"visiontune: Ray Client server did not start ({attempt}/{attempts}); retrying",
+                  file=sys.stderr)  # fmt: skip
+            time.sleep(2)
 
 
 def _saved_spec(experiment: Any) -> Path:
