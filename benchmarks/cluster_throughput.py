@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -53,13 +54,16 @@ def benchmark_spec(out: Path) -> Path:
     return path
 
 
-def run_layout(nodes: tuple[int, ...], args: argparse.Namespace, spec: Path, data: Path,
-               storage: Path, name: str) -> dict:  # fmt: skip
+def run_layout(nodes: tuple[int, ...], args: argparse.Namespace, spec: Path, data: Path | None,
+               storage: Path, name: str, extra: Sequence[str] = ("--set", "width=8"),
+               head_gpus: int = 0) -> dict:  # fmt: skip
+    """One sweep on a fresh loopback cluster whose nodes have `nodes` CPUs (the head also
+    `head_gpus` GPUs); `extra` are further `visiontune tune` arguments."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": nodes[0], "include_dashboard": False},
+        head_node_args={"num_cpus": nodes[0], "num_gpus": head_gpus, "include_dashboard": False},
         shutdown_at_exit=False,
     )
     try:
@@ -69,8 +73,9 @@ def run_layout(nodes: tuple[int, ...], args: argparse.Namespace, spec: Path, dat
         exe = str(Path(sys.executable).with_name("visiontune"))
         command = [
             exe, "tune", str(spec), "--address", cluster.address, "--num-samples",
-            str(args.trials), "--max-epochs", str(args.epochs), "--data", str(data),
-            "--storage", str(storage), "--name", name, "--set", "width=8",
+            str(args.trials), "--max-epochs", str(args.epochs),
+            *(["--data", str(data)] if data else []),  # default: the spec's embedded set
+            "--storage", str(storage), "--name", name, *extra,
         ]  # fmt: skip
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)

@@ -174,11 +174,6 @@ class TensorBoardCallback(Callback):
         self.writers.clear()
 
 
-# What the last sweep in this process left unfinished (set when Ray ends the experiment: also
-# after Ctrl-C, when Ray saves its state and returns early).
-EXPERIMENT_END: dict[str, Any] = {}
-
-
 class TrialStatusCallback(Callback):
     """Keeps STATUS_FILE in the experiment dir: each trial's state, epochs, directory, error.
 
@@ -245,9 +240,6 @@ class TrialStatusCallback(Callback):
         done = int(self.status.get(trial.trial_id, {}).get("epochs", 0))
         self._update(trial, status="TERMINATED" if done >= self.epochs else "STOPPED")
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        _record_end(trials)
-
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error_file = trial.error_file  # Ray writes the trial's traceback there before this call
         error = Path(error_file).read_text() if error_file and Path(error_file).exists() else ""
@@ -275,11 +267,3 @@ class MirrorUploadCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.experiment.upload()
-
-
-def _record_end(trials: list) -> None:
-    EXPERIMENT_END.clear()
-    EXPERIMENT_END.update(
-        trials=len(trials),
-        unfinished=[t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")],
-    )

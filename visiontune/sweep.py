@@ -389,6 +389,19 @@ def nodes_without(marker: str, token: str, node_ids: list[str], strategy: Any) -
     return [node for node, ok in zip(node_ids, ray.get(checks, timeout=120), strict=True) if not ok]
 
 
+def saved_trial_states(experiment: Experiment) -> tuple[int, list[str]]:
+    """How many trials Ray's saved experiment state holds, and which of them are unfinished.
+    The saved state is what `--resume` continues from: after Ctrl-C, Ray saves it before
+    stopping the running trials (which it then calls TERMINATED in memory only)."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(
+        experiment.ray_experiment_path, storage_filesystem=experiment.filesystem
+    )
+    unfinished = [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+    return len(analysis.trials), unfinished
+
+
 def _driver_runs(exp_dir: Path, resume: bool) -> list[dict[str, Any]]:
     """The driver runs of this sweep so far (a resumed sweep has several); an interrupted run's
     end is its last ledger update."""
@@ -422,7 +435,6 @@ def run_sweep(
     dataset."""
     import ray
 
-    from visiontune.callbacks import EXPERIMENT_END
     from visiontune.trainables import load_task
 
     task = load_task(spec.task)
@@ -463,17 +475,15 @@ def run_sweep(
             tuner = restore_tuner(spec, task, data, experiment)
         else:
             tuner = build_tuner(spec, task, data, experiment, slots)
-        EXPERIMENT_END.clear()
         results = tuner.fit()
         runs[-1]["ended"] = time.time()
-        unfinished = EXPERIMENT_END.get("unfinished", [])
-        if unfinished or EXPERIMENT_END.get("trials", 0) < spec.num_samples:
+        started, unfinished = saved_trial_states(experiment)
+        if unfinished or started < spec.num_samples:
             runs[-1]["interrupted"] = True
             _write_json(exp_dir / SUMMARY_FILE, summary)
             experiment.upload()
             raise SweepInterrupted(
-                f"{len(unfinished)} trial(s) unfinished, "
-                f"{EXPERIMENT_END.get('trials', 0)} of {spec.num_samples} started"
+                f"{len(unfinished)} trial(s) unfinished, {started} of {spec.num_samples} started"
             )
         reconcile_trials(exp_dir, experiment.name, results, spec.epochs)
         test_rows = evaluate_on_test(spec, task, data, results)
