@@ -179,3 +179,21 @@ def test_classifier_space_cannot_read_a_detection_dataset(capsys, tmp_path):
     )
     err = _run_bad(capsys, tmp_path, "tune", str(space))
     assert "'pv-arrays' is a yolo dataset" in err
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", "--address: nothing answers at 127.0.0.1:1"),
+        ("ray://127.0.0.1:1", "--address: nothing answers at ray://127.0.0.1:1"),
+        ("nonsense", "--address: 'nonsense' is not auto, HOST:PORT or ray://HOST:PORT"),
+    ],
+)
+def test_an_address_without_a_cluster_fails_at_once(capsys, tmp_path, address, message):
+    err = _run_bad(capsys, tmp_path, "tune", str(CLASSIFIER_SPACE), "--address", address)
+    assert message in err
+
+
+def test_negative_max_failures(capsys, tmp_path):
+    err = _run_bad(capsys, tmp_path, "tune", str(CLASSIFIER_SPACE), "--max-failures", "-1")
+    assert "max_failures: must be >= 0, got -1" in err

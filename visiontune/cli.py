@@ -84,7 +84,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
     from visiontune.spec import load_spec
     from visiontune.storage import open_experiment
-    from visiontune.sweep import keep_ray_on_loopback
+    from visiontune.sweep import check_address, keep_ray_on_loopback
     from visiontune.trainables import load_task
 
     overrides = {
@@ -98,6 +98,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "max_failures": args.max_failures,
     }
     spec = load_spec(args.space, overrides, args.assignments)
+    # Inside a Ray job (`ray job submit`), Ray names the cluster in RAY_ADDRESS: attach to it.
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        keep_ray_on_loopback()
+    else:
+        check_address(address)
     experiment = open_experiment(args.storage, args.name or spec.name)
     if args.resume:
         changed = [k for k, v in overrides.items() if v is not None] + args.assignments
@@ -110,10 +116,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
     task = load_task(spec.task)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
-    # Inside a Ray job (`ray job submit`), Ray names the cluster in RAY_ADDRESS: attach to it.
-    address = args.address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        keep_ray_on_loopback()
     try:
         if address and address.startswith("ray://"):
             exp_dir, report, table = _sweep_on_head(address, spec, data, experiment, args.resume)

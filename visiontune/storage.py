@@ -69,7 +69,10 @@ class Experiment:
             return self.local.exists()
         import pyarrow.fs as pafs
 
-        info = self.filesystem.get_file_info(f"{self.remote_dir}/{SPEC_FILE}")
+        try:
+            info = self.filesystem.get_file_info(f"{self.remote_dir}/{SPEC_FILE}")
+        except OSError as exc:  # no such bucket, no credentials, endpoint unreachable
+            raise InputError(f"--storage: {self.uri}: {exc}") from None
         return info.type != pafs.FileType.NotFound
 
     def upload(self) -> None:

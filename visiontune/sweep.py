@@ -293,6 +293,25 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def check_address(address: str) -> None:
+    """Fail at once (instead of Ray retrying for minutes) when nothing listens at a HOST:PORT or
+    ray://HOST:PORT address; `auto` is left to Ray, which fails fast when it finds no cluster."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address: {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise InputError(
+            f"--address: nothing answers at {address} ({exc.strerror or exc})"
+        ) from None
+
+
 def _start_ray(address: str | None, spec: SweepSpec) -> bool:
     """Attach to `address`, or start an embedded local Ray. Returns True if we started it."""
     import ray
@@ -300,7 +319,10 @@ def _start_ray(address: str | None, spec: SweepSpec) -> bool:
     if ray.is_initialized():  # a task on the head: the driver of a ray:// sweep
         return False
     if address:
-        ray.init(address=address, log_to_driver=True)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as exc:
+            raise InputError(f"--address: no Ray cluster at {address}: {exc}") from None
         return False
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
     return True
