@@ -70,6 +70,7 @@ def test_sweep_on_s3_is_reported_from_anywhere(s3, tiny_imagefolder, tmp_path):
         assert any(f.startswith(f"{trial}/checkpoint_") for f in files), trial
         assert any("events.out.tfevents" in f for f in files if f.startswith(trial)), trial
     assert "report/report.md" in files  # written by `tune` at the end
+    assert experiment.fetch("spec.yaml").read_text() == run_text(experiment, "spec.yaml")
     experiment.filesystem.delete_dir("sweeps/runs/cloud/report")
 
     # Another machine: a fresh cache, another directory, only the URI.

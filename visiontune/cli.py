@@ -197,18 +197,7 @@ def _saved_spec(experiment: Any) -> Path:
 
     if not experiment.exists():
         raise InputError(f"{experiment.location}: no experiment to resume")
-    if not experiment.uri:
-        return experiment.local / SPEC_FILE
-    import pyarrow.fs as pafs
-
-    scratch = Path(tempfile.mkdtemp(prefix="visiontune-spec-"))
-    pafs.copy_files(
-        f"{experiment.remote_dir}/{SPEC_FILE}",
-        str(scratch / SPEC_FILE),
-        source_filesystem=experiment.filesystem,
-        destination_filesystem=pafs.LocalFileSystem(),
-    )
-    return scratch / SPEC_FILE
+    return experiment.fetch(SPEC_FILE)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -101,6 +101,24 @@ class Experiment:
             destination_filesystem=self.filesystem,
         )
 
+    def fetch(self, relative: str) -> Path:
+        """One file STORAGE/NAME/RELATIVE on this machine: the file itself for a local storage,
+        else a copy in a new temporary directory."""
+        if not self.uri:
+            return self.local / relative
+        import tempfile
+
+        import pyarrow.fs as pafs
+
+        target = Path(tempfile.mkdtemp(prefix="visiontune-")) / Path(relative).name
+        pafs.copy_files(
+            f"{self.remote_dir}/{relative}",
+            str(target),
+            source_filesystem=self.filesystem,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
+        return target
+
     def download(self, target: Path | None = None, checkpoints: bool = False) -> Path:
         """Copy STORAGE/NAME into `target` (default: the local mirror), without checkpoint
         directories unless asked; returns the local directory."""

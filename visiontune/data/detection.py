@@ -321,6 +321,14 @@ def _write_yolo_yaml(
     return target
 
 
+def format_labels(boxes: np.ndarray, labels: np.ndarray) -> str:
+    """YOLO label file text: one ``class cx cy w h`` line per box, 6 decimals."""
+    return "".join(
+        f"{int(label)} {box[0]:.6f} {box[1]:.6f} {box[2]:.6f} {box[3]:.6f}\n"
+        for box, label in zip(boxes.tolist(), labels.tolist(), strict=True)
+    )
+
+
 def node_local_yolo_yaml(data: DetectionDataset) -> Path:
     """A data.yaml for ultralytics on a node that cannot see the files the driver read (a
     multi-node sweep without shared storage): the decoded dataset is written once per node as a
@@ -356,12 +364,7 @@ def _write_yolo_tree(staging: Path, data: DetectionDataset, root: Path) -> None:
             zip(part.images, part.boxes, part.labels, strict=True)
         ):
             Image.fromarray(image).save(images / f"{index:06d}.png")
-            (labels_dir / f"{index:06d}.txt").write_text(
-                "".join(
-                    f"{int(c)} {b[0]:.6f} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f}\n"
-                    for b, c in zip(boxes.tolist(), labels.tolist(), strict=True)
-                )
-            )
+            (labels_dir / f"{index:06d}.txt").write_text(format_labels(boxes, labels))
     layout = {
         "path": str(root),  # the final place: the tree is renamed there when complete
         **{split: str(root / "images" / split) for split in SPLITS},

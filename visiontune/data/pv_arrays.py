@@ -51,6 +51,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from visiontune.data.detection import format_labels
 from visiontune.data.files import write_tree_atomically
 from visiontune.data.ir_solar import (
     NOISE_SIGMA,
@@ -426,14 +427,6 @@ def generate(
         split: _split_images(stream, counts[split], size, contrast)
         for split, stream in zip(SPLITS, streams, strict=True)
     }
-
-
-def format_labels(boxes: np.ndarray, labels: np.ndarray) -> str:
-    """YOLO label file text: one ``class cx cy w h`` line per box, 6 decimals."""
-    return "".join(
-        f"{int(label)} {box[0]:.6f} {box[1]:.6f} {box[2]:.6f} {box[3]:.6f}\n"
-        for box, label in zip(boxes.tolist(), labels.tolist(), strict=True)
-    )
 
 
 def _data_yaml() -> str:
