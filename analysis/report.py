@@ -9,7 +9,6 @@ and "tuned best"; train/validation numbers come from the epoch of the checkpoint
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 
 from visiontune.analysis.results import Experiment, is_number, load_experiment
 from visiontune.analysis.tables import task_tables
+from visiontune.fileio import write_atomic
 from visiontune.layout import REPORT_DIR, SPEC_FILE
 
 TOP_N = 10
@@ -34,10 +34,9 @@ def _fmt(value: Any) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    """A GitHub-flavoured markdown table (tabulate), every cell formatted by `_fmt`."""
+    cells = frame.astype(object).map(_fmt)
+    return cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
 def main_table(experiment: Experiment) -> str:
@@ -149,8 +148,8 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) 
     experiment = load_experiment(experiment_dir)
     out = Path(out_dir) if out_dir else experiment.path / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "report.md", render(experiment))
-    _atomic_write(out / "trials.csv", experiment.trials.to_csv(index=False))
+    write_atomic(out / "report.md", render(experiment))
+    write_atomic(out / "trials.csv", experiment.trials.to_csv(index=False))
     config = best_config(experiment)
     if config is not None:
         best = next(row for row in experiment.test if row["role"] == "tuned best")
@@ -159,11 +158,5 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) 
             f"epoch {best['epoch']}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
             f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
         )
-        _atomic_write(out / "best_config.yaml", header + yaml.safe_dump(config, sort_keys=False))
+        write_atomic(out / "best_config.yaml", header + yaml.safe_dump(config, sort_keys=False))
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

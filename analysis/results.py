@@ -2,7 +2,8 @@
 
 Everything comes from files in STORAGE/NAME: the resolved spec, each trial's params.json and
 result.json (read defensively: a killed run can leave a truncated last line), the trial status
-ledger, the sweep summary and the test-split results. "Best" is defined once, in `best_epoch`.
+ledger, the sweep summary and the test-split results. "Best" (which epoch of a trial counts, and
+how trials rank) comes from visiontune/best.py, as everywhere else.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from visiontune.best import Objective
 from visiontune.errors import InputError
+from visiontune.fileio import read_json
 from visiontune.layout import DATASET_FILE, SPEC_FILE, STATUS_FILE, SUMMARY_FILE, TEST_FILE
 from visiontune.spec import SweepSpec, read_yaml, validate
 
@@ -41,13 +44,6 @@ class Experiment:
         return _metric_names(self.spec)
 
 
-def _read_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return default
-
-
 def read_result_lines(path: Path) -> list[dict[str, Any]]:
     """result.json rows; lines cut short by a crash are skipped, not fatal."""
     rows = []
@@ -61,15 +57,11 @@ def read_result_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def best_epoch(history: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
-    """The epoch row a trial is judged by: its best `metric`, the latest such epoch on ties
-    (as the sweep's checkpoint retention keeps the newer of equally scored checkpoints)."""
-    values = history[metric].dropna() if metric in history else pd.Series(dtype=float)
-    if values.empty:
-        return None
-    values = values.iloc[::-1]
-    index = values.idxmax() if mode == "max" else values.idxmin()
-    return history.loc[index]
+def best_epoch(history: pd.DataFrame, objective: Objective) -> pd.Series | None:
+    """The epoch row a trial is judged by (`Objective.best_epoch_index`: its best metric, the
+    later epoch on ties); None when no epoch has a score."""
+    index = objective.best_epoch_index(history.to_dict("records"))
+    return None if index is None else history.iloc[index]
 
 
 def _status(entry: dict[str, Any] | None, epochs_done: int, budget: int) -> tuple[str, str]:
@@ -79,17 +71,20 @@ def _status(entry: dict[str, Any] | None, epochs_done: int, budget: int) -> tupl
 
 
 def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFrame]]:
-    ledger = _read_json(path / STATUS_FILE, {})
+    ledger = read_json(path / STATUS_FILE, {})
     rows, histories = [], []
     for trial_path in sorted(
         p for p in path.iterdir() if p.is_dir() and (p / "params.json").exists()
     ):
-        params = _read_json(trial_path / "params.json", {})
+        params = read_json(trial_path / "params.json", {})
         results = read_result_lines(trial_path / "result.json")
         trial_id = results[0]["trial_id"] if results else trial_path.name.removeprefix("trial_")
         history = pd.DataFrame(results)
         if not history.empty:
+            # an epoch re-trained after an interruption is reported twice: the later row counts
             history = history.drop_duplicates("training_iteration", keep="last")
+            history = history.sort_values("training_iteration", kind="stable")
+            history = history.reset_index(drop=True)
             history["trial_id"] = trial_id
             histories.append(history)
         status, error = _status(ledger.get(trial_id), len(history), spec.epochs)
@@ -104,7 +99,7 @@ def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFr
             "retries": len((ledger.get(trial_id) or {}).get("recoveries", [])),
             "dir": trial_path.name,
         }
-        best = best_epoch(history, spec.metric, spec.mode) if not history.empty else None
+        best = best_epoch(history, spec.objective) if not history.empty else None
         if best is not None:
             row.update({"best_epoch": int(best["training_iteration"])})
             row.update({k: best[k] for k in best.index if k in _metric_names(spec)})
@@ -127,19 +122,18 @@ def load_experiment(path: str | Path) -> Experiment:
     rows, histories = _trial_rows(path, spec)
     if not rows:
         raise InputError(f"{path}: no trials found (no trial directories with params.json)")
+    rank = spec.objective.rank_key
+    rows.sort(key=lambda row: rank(row.get(spec.metric), row["trial_id"]))
     trials = pd.DataFrame(rows)
-    ascending = spec.mode == "min"
-    if spec.metric in trials:
-        trials = trials.sort_values(spec.metric, ascending=ascending, na_position="last")
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return Experiment(
         path=path,
         spec=spec,
         trials=trials.reset_index(drop=True),
         history=history,
-        test=_read_json(path / TEST_FILE, []),
-        summary=_read_json(path / SUMMARY_FILE, {}),
-        dataset=_read_json(path / DATASET_FILE, {}),
+        test=read_json(path / TEST_FILE, []),
+        summary=read_json(path / SUMMARY_FILE, {}),
+        dataset=read_json(path / DATASET_FILE, {}),
     )
 
 

@@ -41,14 +41,15 @@ def roles(experiment: Experiment) -> list[str]:
     return [*experiment.spec.seeds, "tuned best"]
 
 
-def test_row(experiment: Experiment, role: str) -> dict[str, Any]:
+def evaluated_row(experiment: Experiment, role: str) -> dict[str, Any]:
+    """The test-split result of the checkpoint evaluated for `role` ({} when there is none)."""
     return next((row for row in experiment.test if row["role"] == role), {})
 
 
 def classifier_tables(experiment: Experiment) -> list[tuple[str, pd.DataFrame]]:
     records = []
     for role in roles(experiment):
-        row = test_row(experiment, role)
+        row = evaluated_row(experiment, role)
         label = role if role == "tuned best" or role.startswith("seed") else f"seed {role}"
         records.append(
             {"": label, **{title: row.get(k) for k, title in CLASSIFIER_COLUMNS.items()}}
@@ -59,7 +60,7 @@ def classifier_tables(experiment: Experiment) -> list[tuple[str, pd.DataFrame]]:
 def faster_rcnn_tables(experiment: Experiment) -> list[tuple[str, pd.DataFrame]]:
     main, per_class = [], {}
     for role in roles(experiment):
-        row = test_row(experiment, role)
+        row = evaluated_row(experiment, role)
         main.append({"": role, **{t: percent(row.get(k)) for k, t in DETECTION_COLUMNS.items()}})
         per_class[role] = {
             name: percent((values or {}).get("ap"))
@@ -76,9 +77,9 @@ def faster_rcnn_tables(experiment: Experiment) -> list[tuple[str, pd.DataFrame]]
 
 
 def yolo_tables(experiment: Experiment) -> list[tuple[str, pd.DataFrame]]:
-    best = test_row(experiment, "tuned best")
+    best = evaluated_row(experiment, "tuned best")
     seed_role = next(iter(experiment.spec.seeds), None)
-    seed = test_row(experiment, seed_role) if seed_role else {}
+    seed = evaluated_row(experiment, seed_role) if seed_role else {}
     records = []
     for name in [*experiment.names, "all"]:
         record: dict[str, Any] = {"Class": name}

@@ -39,7 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 def load(task_name: str, train_images: int | None, epochs: int) -> tuple[Any, Any, Any]:
     from visiontune.data import load_dataset
     from visiontune.data.detection import DetectionDataset
-    from visiontune.params import build_config
     from visiontune.spec import load_spec
     from visiontune.trainables import load_task
 
@@ -54,33 +53,37 @@ def load(task_name: str, train_images: int | None, epochs: int) -> tuple[Any, An
         data = DetectionDataset(
             data.names, {**data.splits, "train": subset}, data.source, data.yolo_yaml
         )
-    config = build_config(task.Config, next(iter(spec.seeds.values())) | spec.fixed, "benchmark")
+    config = task.build_config(next(iter(spec.seeds.values())) | spec.fixed, "benchmark")
     return task, config, data
 
 
 def direct_rates(task: Any, config: Any, data: Any) -> list[float]:
+    """images/s per epoch of the task trained through its contract in this process, checkpoints
+    handed over as a trial would."""
     import torch
 
+    from visiontune.trainables.contract import TrainContext
+
     torch.set_num_threads(1)
-    if hasattr(task, "Session"):
-        session = task.Session(config, data)
-        return [session.train_epoch()["images_per_s"] for _ in range(config.epochs)]
     rates: list[float] = []
     with tempfile.TemporaryDirectory() as out:
-        task.train(config, data, out, lambda m, _last: rates.append(m["images_per_s"]), threads=1)
+        keep = lambda metrics, _checkpoint: rates.append(metrics["images_per_s"])  # noqa: E731
+        task.train(config, data, TrainContext("cpu", Path(out), keep))
     return rates
 
 
 def tune_rates(task: Any, config: Any, data: Any) -> list[float]:
-    import dataclasses
-
     from ray import tune
 
-    trainable = tune.with_resources(tune.with_parameters(task.run, data=data), {"cpu": 1})
+    from visiontune.trainables.tune_edge import run_trial
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, task=task.name, data=data), {"cpu": 1}
+    )
     with tempfile.TemporaryDirectory() as storage:
         tuner = tune.Tuner(
             trainable,
-            param_space=dataclasses.asdict(config),
+            param_space=config.model_dump(),
             run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0),
         )
         result = tuner.fit()[0]

@@ -78,19 +78,21 @@ def run_bare(data: ImageDataset, epochs: int) -> list[tuple[float, float]]:
         for _ in range(epochs):
             start = time.perf_counter()
             metrics = session.train_epoch()
-            session.save(Path(directory) / "checkpoint.pt")  # what `run` does before reporting
+            session.save(Path(directory) / "checkpoint.pt")  # what a trial does before reporting
             wall = time.perf_counter() - start
             rows.append((metrics["images_per_s"], len(data.splits["train"].labels) / wall))
     return rows
 
 
 def run_tune(data: ImageDataset, epochs: int, storage: Path) -> list[tuple[float, float]]:
-    """(images_per_s, end-to-end images/s) per epoch of one Tune trial of `run`."""
+    """(images_per_s, end-to-end images/s) per epoch of one Tune trial of `run_trial`."""
     from ray import tune
 
-    from visiontune.trainables.classifier import run
+    from visiontune.trainables.tune_edge import run_trial
 
-    trainable = tune.with_resources(tune.with_parameters(run, data=data), {"cpu": 1})
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, task="classifier", data=data), {"cpu": 1}
+    )
     tuner = tune.Tuner(
         trainable,
         param_space={"epochs": epochs},

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from visiontune.sweep.compat import keep_ray_on_loopback
+
+keep_ray_on_loopback()  # before any test imports Ray
 
 
 @pytest.fixture(scope="session")

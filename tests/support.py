@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFIER_SPACE = REPO / "search_spaces" / "classifier.yaml"
+FIXTURES = REPO / "tests" / "fixtures"  # experiment dirs made by fixtures/make_experiment.py
 
 
 def visiontune(
@@ -74,3 +76,9 @@ def read_ledger(exp: Path) -> dict[str, dict]:
         return json.loads((exp / "trial_status.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def copy_fixture(name: str, target: Path) -> Path:
+    """A writable copy of the checked-in experiment directory tests/fixtures/NAME (`experiment`:
+    a 5-trial classifier sweep with ASHA stops; `diverging`: a sweep with an errored trial)."""
+    return Path(shutil.copytree(FIXTURES / name, target / name))

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from support import REPO, visiontune
 
+pytestmark = pytest.mark.ray  # every test here starts a Ray head node with its job server
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from support import CLASSIFIER_SPACE, visiontune
 
+pytestmark = pytest.mark.ray  # every test here starts local Ray sweeps and kills them
+
 NUM_SAMPLES = 5
 EPOCHS = 3
 
@@ -134,6 +136,12 @@ def test_interrupted_sweep_resumes_without_running_any_trial_twice(
     assert {t.state for t in done} <= {
         optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
     }  # fmt: skip
+    for trial in done:  # every epoch trained reached the study, before and after the resume
+        entry = status[trial.user_attrs["tune_trial_id"]]
+        trained = {row["epoch"]: row["val_acc"] for row in _rows_of(exp / entry["dir"])}
+        assert trial.intermediate_values == trained, (entry["dir"], trial.intermediate_values)
+        pruned = trial.state == optuna.trial.TrialState.PRUNED
+        assert pruned == (entry["status"] == "STOPPED"), (entry, trial.state)
     lost = {tid for tid, entry in ledger.items() if entry["status"] == "LOST"}
     assert {t.user_attrs.get("tune_trial_id") for t in failed if t.user_attrs.get(
         "lost_on_resume") == "lost"} == lost  # fmt: skip

@@ -1,4 +1,4 @@
-"""Cloud storage: a sweep with `--storage s3://...` keeps everything in the bucket (Ray's trial
+"""Where experiments live. Local paths: unit tests. Cloud storage: a sweep with `--storage s3://...` keeps everything in the bucket (Ray's trial
 directories and checkpoints, the study, the ledger, TensorBoard events, test results, the report),
 so `visiontune report s3://...` works from a machine that never saw the sweep. The bucket is a real
 S3 API server (moto) on 127.0.0.1; the client side is pyarrow's S3 filesystem, as for AWS."""
@@ -11,9 +11,16 @@ from collections.abc import Iterator
 
 import pyarrow.fs as pafs
 import pytest
-from support import CLASSIFIER_SPACE, visiontune
+from support import CLASSIFIER_SPACE, no_network, visiontune
 
-from visiontune.storage import is_uri, open_experiment
+from visiontune.errors import InputError
+from visiontune.storage import (
+    Experiment,
+    fresh_mirror,
+    is_uri,
+    open_experiment,
+    open_report_source,
+)
 
 
 @pytest.fixture
@@ -47,6 +54,7 @@ def _files(fs: pafs.FileSystem, path: str) -> set[str]:
     return {i.path[len(path) + 1 :] for i in infos if i.type == pafs.FileType.File}
 
 
+@pytest.mark.ray  # a moto S3 server and a local Ray
 def test_sweep_on_s3_is_reported_from_anywhere(s3, tiny_imagefolder, tmp_path):
     storage = f"s3://sweeps/runs?{s3}"
     args = [
@@ -105,3 +113,112 @@ def test_storage_uri_errors_name_the_value(tmp_path):
         "visiontune: error: --storage: 'ftp://host/runs' is not a local path or an s3/gs/gcs URI"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# --- local paths and URIs, without a server --------------------------------------------------
+
+S3 = "s3://sweeps/runs?endpoint_override=http://127.0.0.1:9&region=us-east-1"
+
+
+def test_anything_with_a_scheme_but_file_is_a_uri(tmp_path):
+    assert is_uri("s3://b/p") and is_uri("gs://b/p") and is_uri("ftp://host/p")
+    assert not is_uri(tmp_path) and not is_uri(str(tmp_path)) and not is_uri("runs")
+    assert not is_uri(f"file://{tmp_path}")
+
+
+def test_a_local_experiment_is_storage_slash_name_for_ray_and_the_report(tmp_path):
+    experiment = open_experiment(tmp_path / "runs", "exp")
+    local = (tmp_path / "runs" / "exp").resolve()
+    assert experiment.local == local and experiment.uri is None and experiment.remote_dir is None
+    assert experiment.ray_storage_path == str(local.parent)
+    assert experiment.ray_experiment_path == str(local)
+    assert experiment.location == str(local)
+
+
+def test_a_local_storage_may_be_relative_a_file_uri_or_under_home(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = {
+        "runs": tmp_path / "runs" / "exp",
+        f"file://{tmp_path}/runs": tmp_path / "runs" / "exp",
+        "~/runs": tmp_path / "home" / "runs" / "exp",
+    }
+    for storage, local in expected.items():
+        assert open_experiment(storage, "exp").local == local.resolve(), storage
+
+
+def test_a_local_experiment_exists_once_its_directory_does(tmp_path):
+    experiment = open_experiment(tmp_path, "exp")
+    assert not experiment.exists()
+    experiment.local.mkdir()
+    assert experiment.exists()
+
+
+def test_a_local_experiments_files_are_its_own_and_uploads_do_nothing(tmp_path):
+    experiment = open_experiment(tmp_path, "exp")
+    experiment.local.mkdir()
+    (experiment.local / "spec.yaml").write_text("task: classifier\n")
+    experiment.upload()
+    assert experiment.fetch("spec.yaml") == experiment.local / "spec.yaml"
+    assert experiment.download() == experiment.local
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["exp", "spec.yaml"]
+
+
+def test_fresh_mirror_never_touches_a_local_experiment(tmp_path):
+    experiment = open_experiment(tmp_path, "exp")
+    experiment.local.mkdir()
+    (experiment.local / "trial_status.json").write_text("{}")
+    fresh_mirror(experiment)
+    assert (experiment.local / "trial_status.json").read_text() == "{}"
+
+
+def test_a_uri_experiment_is_opened_without_any_network_access():
+    with no_network() as attempts:
+        experiment = open_experiment(S3, "exp")
+    assert attempts == []
+    assert experiment.uri == "s3://sweeps/runs/exp?" + S3.split("?")[1]
+    assert experiment.location == experiment.uri
+    assert experiment.ray_storage_path == "sweeps/runs"
+    assert experiment.ray_experiment_path == experiment.remote_dir == "sweeps/runs/exp"
+
+
+def test_a_uri_experiment_is_mirrored_in_the_cache_one_dir_per_storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONTUNE_CACHE", str(tmp_path / "cache"))
+    experiment = open_experiment(S3, "exp")
+    other = open_experiment(S3.replace(":9", ":10"), "exp")
+    assert experiment.local.is_relative_to(tmp_path / "cache") and experiment.local.name == "exp"
+    assert experiment.local != other.local, "two endpoints must not share a mirror"
+    assert open_experiment(S3, "exp").local == experiment.local
+
+
+def test_fresh_mirror_empties_a_uri_experiments_mirror(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONTUNE_CACHE", str(tmp_path / "cache"))
+    experiment = open_experiment(S3, "exp")
+    experiment.local.mkdir(parents=True)
+    (experiment.local / "optuna.db").write_text("stale")
+    fresh_mirror(experiment)
+    assert not experiment.local.exists()
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("ftp://host/runs", "'ftp://host/runs' is not a local path or an s3/gs/gcs URI"),
+        ("s3://b/p?nonsense=1", "--storage: 's3://b/p[?]nonsense=1': .*'nonsense'"),
+    ],
+)
+def test_a_bad_uri_is_an_input_error_naming_it(storage, message):
+    with pytest.raises(InputError, match=message):
+        open_experiment(storage, "exp")
+
+
+def test_a_local_report_source_is_read_in_place(tmp_path):
+    exp = tmp_path / "runs" / "exp"
+    exp.mkdir(parents=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    experiment, local = open_report_source(str(exp), scratch)
+    assert local == exp.resolve()
+    assert experiment == Experiment(name="exp", local=exp.resolve())
+    assert open_report_source(f"file://{exp}", scratch)[1] == exp.resolve()
+    assert list(scratch.iterdir()) == []

@@ -17,6 +17,8 @@ from support import CLASSIFIER_SPACE, REPO, visiontune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
+pytestmark = pytest.mark.ray  # every test here starts a local Ray through the console script
+
 NUM_SAMPLES = 5
 EPOCHS = 3
 
@@ -77,6 +79,32 @@ def test_early_stopped_trials_are_pruned_in_optuna_and_seeds_run_their_full_budg
         assert (entry["status"] == "TERMINATED") == (row.epochs == EPOCHS)
         if isinstance(row.seed, str) and row.seed:
             assert entry["status"] == "TERMINATED"
+
+
+def test_the_study_holds_every_epoch_each_trial_trained_and_the_value_trials_csv_has(sweep):
+    """Every epoch reaches Optuna, also the one ASHA stopped a trial on and a finished trial's
+    last (Ray's controller gives the searcher neither); STOPPED is PRUNED with the stopping
+    epoch's value, TERMINATED is COMPLETE with its best epoch's value, as in trials.csv."""
+    from visiontune.analysis.results import read_result_lines
+
+    status = json.loads((sweep["dir"] / "trial_status.json").read_text())
+    trials = pd.read_csv(sweep["dir"] / "report" / "trials.csv").set_index("trial_id")
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials.index)
+    for trial in study.trials:
+        row = trials.loc[trial.user_attrs["tune_trial_id"]]
+        results = read_result_lines(sweep["dir"] / row["dir"] / "result.json")
+        trained = {r["epoch"]: r["val_acc"] for r in results}
+        assert list(trained) == list(range(1, row["epochs"] + 1)), (row.name, list(trained))
+        assert trial.intermediate_values == trained, row.name
+        if status[row.name]["status"] == "STOPPED":
+            assert row["epochs"] < EPOCHS
+            assert trial.state == optuna.trial.TrialState.PRUNED
+            assert trial.value == trained[row["epochs"]]
+        else:
+            assert status[row.name]["status"] == "TERMINATED"
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.value == pytest.approx(row["val_acc"], abs=0, rel=1e-12)
 
 
 def test_tuned_best_is_tested_and_at_least_as_good_as_the_seeds_on_validation(sweep):

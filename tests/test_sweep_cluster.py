@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from support import CLASSIFIER_SPACE, read_ledger, visiontune
 
+pytestmark = pytest.mark.ray  # every test here starts Ray clusters
+
 NUM_SAMPLES = 6
 EPOCHS = 3
 

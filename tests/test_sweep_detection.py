@@ -11,6 +11,8 @@ from support import REPO, visiontune
 
 from visiontune.data import pv_arrays
 
+pytestmark = pytest.mark.ray  # every test here starts a local Ray through the console script
+
 TINY = {"train": 8, "val": 4, "test": 4}
 
 

@@ -1,12 +1,13 @@
-"""Trainables: one module per task. Each exposes `Config` (typed defaults), `METRICS`,
-`run(config, data)` (the only Ray-aware function) and plain-PyTorch building blocks."""
+"""Trainables: one module per task, each exposing `TASK`, an object that satisfies the trainable
+contract written down in `contract.py` (config type, metrics, data format, epoch-by-epoch training
+with resume, checkpoint evaluation). `tune_edge.run_trial` is the only Ray-aware function."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from visiontune.errors import InputError
+from visiontune.trainables.contract import Trainable
 
 TASKS = {
     "classifier": "visiontune.trainables.classifier",
@@ -15,7 +16,9 @@ TASKS = {
 }
 
 
-def load_task(name: str, where: str = "task") -> ModuleType:
-    if name not in TASKS:
-        raise InputError(f"{where}: unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
-    return importlib.import_module(TASKS[name])
+def load_task(name: str, where: str = "task") -> Trainable:
+    """The task called `name`; InputError naming `where` when there is none."""
+    if not isinstance(name, str) or name not in TASKS:
+        known = ", ".join(sorted(TASKS))
+        raise InputError(f"{where}: unknown task {str(name)[:80]!r} (known: {known})")
+    return importlib.import_module(TASKS[name]).TASK

@@ -1,8 +1,8 @@
 """Image classifier trainable: the seed's custom ResNet, Keras-style augmentation, Adam + step decay.
 
 Run one configuration without Ray: `visiontune train search_spaces/classifier.yaml`.
-Inside a sweep, Ray Tune calls `run(config, data)` once per trial; everything above `run` is plain
-PyTorch and is tested without Ray.
+Inside a sweep, `visiontune.trainables.tune_edge.run_trial` drives `TASK` (the trainable contract,
+trainables/contract.py) once per trial; everything here is plain PyTorch and is tested without Ray.
 
 Defaults are the seed's "custom" configuration (l2 1e-4, dropout 0.2 per ResBlock and 0.5 before
 the dense head, Adam 1e-4 decayed x0.1 after 50 epochs, Keras augmentation: rotation 40 deg, shifts
@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from visiontune.data.imagefolder import ImageDataset
-from visiontune.params import build_config
-from visiontune.trainables.session import FULL_PRECISION, CheckpointedSession, Precision, to_device
+from visiontune.params import StrictModel
+from visiontune.trainables.session import (
+    FULL_PRECISION,
+    CheckpointedSession,
+    Precision,
+    SessionTask,
+    to_device,
+)
 
 DATA_FORMAT = "imagefolder"  # visiontune.data.load_dataset reads DIR/{train,val,test}/<class>/
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch")
-CHECKPOINT_FILE = "checkpoint.pt"
 ARCHITECTURES = {
     # blocks per stage; each stage doubles the width and halves the resolution after the first.
     "baseline": (2, 2, 2),  # the standard small ResNet (ResNet-20 layout at reduced width)
@@ -42,50 +46,30 @@ ARCHITECTURES = {
 FILL_MODES = {"nearest": "border", "constant": "zeros", "reflect": "reflection"}
 
 
-@dataclass(frozen=True)
-class Config:
-    arch: str = "custom"
-    width: int = 16  # channels of the first stage
-    rotation: float = 40.0  # degrees, angle ~ U(-rotation, rotation)
-    width_shift: float = 0.2  # fraction of the width
-    height_shift: float = 0.2  # fraction of the height
-    shear: float = 0.2  # degrees (Keras semantics), angle ~ U(-shear, shear)
-    zoom: float = 0.2  # x and y zoom drawn independently from [1 - zoom, 1 + zoom]
+class Config(StrictModel):
+    """The classifier's hyperparameters with their defaults and bounds."""
+
+    # fmt: off
+    arch: Literal["baseline", "custom"] = "custom"  # a key of ARCHITECTURES
+    width: int = Field(16, ge=1)  # channels of the first stage
+    rotation: float = Field(40.0, ge=0)  # degrees, angle ~ U(-rotation, rotation)
+    width_shift: float = Field(0.2, ge=0)  # fraction of the width
+    height_shift: float = Field(0.2, ge=0)  # fraction of the height
+    shear: float = Field(0.2, ge=0)  # degrees (Keras semantics), angle ~ U(-shear, shear)
+    zoom: float = Field(0.2, ge=0, lt=1)  # x and y zoom drawn independently from [1 - zoom, 1 + zoom]
     horizontal_flip: bool = True
-    fill_mode: str = "nearest"
-    l2: float = 1e-4  # Keras kernel_regularizer l2(lambda): lambda * sum(w^2) over kernels
-    block_dropout: float = 0.2
-    head_dropout: float = 0.5
-    lr: float = 1e-4
-    lr_decay_epoch: int = 50  # after this many epochs the LR is multiplied by lr_decay_factor
-    lr_decay_factor: float = 0.1
-    batch_size: int = 32
-    epochs: int = 6
+    fill_mode: Literal["nearest", "constant", "reflect"] = "nearest"  # a key of FILL_MODES
+    l2: float = Field(1e-4, ge=0)  # Keras kernel_regularizer l2(lambda): lambda * sum(w^2) over kernels
+    block_dropout: float = Field(0.2, ge=0, lt=1)
+    head_dropout: float = Field(0.5, ge=0, lt=1)
+    lr: float = Field(1e-4, gt=0)
+    lr_decay_epoch: int = Field(50, ge=1)  # after this many epochs the LR is multiplied by lr_decay_factor
+    lr_decay_factor: float = Field(0.1, gt=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(6, ge=1)
     seed: int = 0  # weight init, shuffling and augmentation draws
     amp: bool = True  # mixed precision on a GPU (bfloat16, or float16 + loss scaling); CPU: float32
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
-        if self.fill_mode not in FILL_MODES:
-            raise ValueError(
-                f"fill_mode must be one of {sorted(FILL_MODES)}, got {self.fill_mode!r}"
-            )
-        for name in ("block_dropout", "head_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        for name in ("rotation", "width_shift", "height_shift", "shear", "zoom", "l2"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= self.zoom < 1:
-            raise ValueError(f"zoom must be in [0, 1), got {self.zoom!r}")
-        for name in ("width", "batch_size", "epochs", "lr_decay_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 < self.lr_decay_factor <= 1:
-            raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
+    # fmt: on
 
 
 class ResBlock(nn.Module):
@@ -252,7 +236,7 @@ class Normalize(nn.Module):
 class Session(CheckpointedSession):
     """One configuration's training state: model, optimizer, LR schedule, RNG, epoch counter.
 
-    Plain PyTorch; `run` (Ray Tune) and `visiontune train` both drive it one epoch at a time.
+    Plain PyTorch; `TASK.train` (in a Tune trial or `visiontune train`) drives it one epoch at a time.
     """
 
     def __init__(self, config: Config, data: ImageDataset, device: str | torch.device = "cpu"):
@@ -309,29 +293,9 @@ class Session(CheckpointedSession):
         return evaluate(self.model, images, labels, self.normalize, precision=self.precision)
 
 
-def load_session(checkpoint_dir: str | Path, data: ImageDataset, device: str = "cpu") -> Session:
-    """Rebuild a Session from a checkpoint directory written by `run` (config included)."""
-    path = Path(checkpoint_dir) / CHECKPOINT_FILE
-    state = torch.load(path, map_location=device, weights_only=True)
-    session = Session(build_config(Config, state["config"], str(path)), data, device)
-    session.load_state_dict(state)
-    return session
-
-
-def evaluate_checkpoint(checkpoint_dir: str | Path, data: ImageDataset, split: str) -> dict:
-    """`<split>_loss` and `<split>_acc` of a saved checkpoint (used for the test table), on the
-    GPU Ray assigned to this task (or any GPU outside Ray), whose memory it hands back."""
-    from visiontune.trainables.tune_edge import local_device, releasing_memory
-
-    device = local_device()
-    with releasing_memory(device):
-        result = load_session(checkpoint_dir, data, device).evaluate(split)
+def summarize(result: dict[str, float], split: str) -> dict[str, float]:
+    """`evaluate`'s loss and accuracy as `<split>_loss`, `<split>_acc`."""
     return {f"{split}_{key}": value for key, value in result.items()}
 
 
-def run(config: dict[str, Any], data: ImageDataset) -> None:
-    """Ray Tune entry point: train epochs, report metrics and a checkpoint after each one."""
-    from visiontune.trainables.tune_edge import run_session
-
-    settings = build_config(Config, config, "trial config")
-    run_session(lambda device: Session(settings, data, device), CHECKPOINT_FILE)
+TASK = SessionTask("classifier", Config, METRICS, DATA_FORMAT, Session, summarize)  # the contract

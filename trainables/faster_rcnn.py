@@ -1,8 +1,8 @@
 """Faster R-CNN trainable: torchvision's detector from scratch, SGD with warmup and step decay.
 
 Run one configuration without Ray: `visiontune train search_spaces/faster_rcnn.yaml`.
-Inside a sweep, Ray Tune calls `run(config, data)` once per trial; everything above `run` is plain
-PyTorch and is tested without Ray.
+Inside a sweep, `visiontune.trainables.tune_edge.run_trial` drives `TASK` (the trainable contract,
+trainables/contract.py) once per trial; everything here is plain PyTorch and is tested without Ray.
 
 Defaults are torchvision's detection reference recipe scaled to the seed's batch of 2: SGD lr
 0.02 * 2/16 = 0.0025, momentum 0.9, weight decay 1e-4 on every parameter, linear warmup from
@@ -54,22 +54,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
 
 from visiontune.data.detection import DetectionDataset, DetectionSplit, to_xyxy_abs
-from visiontune.params import build_config
-from visiontune.trainables.session import FULL_PRECISION, CheckpointedSession, Precision, to_device
+from visiontune.params import StrictModel
+from visiontune.trainables.session import (
+    FULL_PRECISION,
+    CheckpointedSession,
+    Precision,
+    SessionTask,
+    to_device,
+)
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset decodes a YOLO-layout data.yaml
 METRICS = (
@@ -85,7 +90,6 @@ METRICS = (
     "epoch",
 )
 LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
-CHECKPOINT_FILE = "checkpoint.pt"
 STAGE_STRIDES = {
     # px per feature cell after each stage torchvision's extractors count; the stage count is
     # the most `trainable_backbone_layers` can be. torchvision's builders use the stages from
@@ -93,85 +97,52 @@ STAGE_STRIDES = {
     "mobilenet_v3_large_fpn": (2, 4, 8, 16, 32, 32),
     "resnet50_fpn": (2, 4, 8, 16, 32),
 }
-STRIDES = (4, 8, 16, 32)  # choices of finest_stride
-NORMS = ("group", "batch")
 MIN_BOX_SIZE = 1.0  # px; thinner boxes cannot be learnt, and zero-width ones crash torchvision
 MIN_VISIBLE = 0.25  # a box cut by scale jitter is kept if this share of its area stays in frame
 EVAL_BATCH_SIZE = 8
 
 
-@dataclass(frozen=True)
-class Config:
-    backbone: str = "mobilenet_v3_large_fpn"  # or resnet50_fpn (~1.4x slower per step at 128 px)
-    trainable_backbone_layers: int | None = None  # stages trained from the top; None = all
-    norm: str = "group"  # backbone normalisation: group (GroupNorm) or batch (torchvision's BN)
-    finest_stride: int = 8  # px per cell of the finest FPN level; torchvision: 32 / 4 (resnet)
-    anchor_scale: float = 0.5  # multiplies torchvision's anchor sizes (32-512 px)
-    lr: float = 0.0025  # SGD; torchvision reference 0.02 for 16 images per step, scaled to 2
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # SGD's coupled l2 on every parameter, as torchvision's reference
-    warmup_epochs: float = 1.0  # linear warmup per step over this many epochs (fractions allowed)
-    warmup_factor: float = 0.001  # LR multiplier at the first step of the warmup
-    lr_decay_epoch: int = 16  # after this many epochs the LR is multiplied by lr_decay_factor
-    lr_decay_factor: float = 0.1
-    batch_size: int = 2  # images per step, as in the seed
-    epochs: int = 10
-    hflip: float = 0.5  # probability of a horizontal flip per image
-    scale_jitter: float = 0.0  # zoom ~ U(1 - s, 1 + s) per image, then crop/pad to the frame
-    brightness: float = 0.0  # additive intensity offset ~ U(-b, b), fraction of the 0-255 range
-    contrast: float = 0.0  # gain about the image mean ~ U(1 - c, 1 + c)
-    rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN loss
-    box_batch_size_per_image: int = 128  # RoIs sampled per image for the box head (CPU cost)
-    rpn_post_nms_top_n_test: int = 300  # proposals per image at evaluation (CPU cost)
-    score_threshold: float = 0.05  # detections below this score are dropped at evaluation
-    detections_per_img: int = 100  # COCO's AR@100 and mAP count at most 100 per image
+class Config(StrictModel):
+    """Faster R-CNN's hyperparameters with their defaults and bounds."""
+
+    # fmt: off
+    backbone: Literal["mobilenet_v3_large_fpn", "resnet50_fpn"] = "mobilenet_v3_large_fpn"  # or resnet50_fpn (~1.4x slower per step at 128 px)
+    trainable_backbone_layers: int | None = Field(None, ge=0)  # stages trained from the top; None = all
+    norm: Literal["group", "batch"] = "group"  # backbone normalisation: group (GroupNorm) or batch (torchvision's BN)
+    finest_stride: Literal[4, 8, 16, 32] = 8  # px per cell of the finest FPN level; torchvision: 32 / 4 (resnet)
+    anchor_scale: float = Field(0.5, gt=0)  # multiplies torchvision's anchor sizes (32-512 px)
+    lr: float = Field(0.0025, gt=0)  # SGD; torchvision reference 0.02 for 16 images per step, scaled to 2
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)  # SGD's coupled l2 on every parameter, as torchvision's reference
+    warmup_epochs: float = Field(1.0, ge=0)  # linear warmup per step over this many epochs (fractions allowed)
+    warmup_factor: float = Field(0.001, gt=0, le=1)  # LR multiplier at the first step of the warmup
+    lr_decay_epoch: int = Field(16, ge=1)  # after this many epochs the LR is multiplied by lr_decay_factor
+    lr_decay_factor: float = Field(0.1, gt=0, le=1)
+    batch_size: int = Field(2, ge=1)  # images per step, as in the seed
+    epochs: int = Field(10, ge=1)
+    hflip: float = Field(0.5, ge=0, le=1)  # probability of a horizontal flip per image
+    scale_jitter: float = Field(0.0, ge=0, lt=1)  # zoom ~ U(1 - s, 1 + s) per image, then crop/pad to the frame
+    brightness: float = Field(0.0, ge=0, le=1)  # additive intensity offset ~ U(-b, b), fraction of the 0-255 range
+    contrast: float = Field(0.0, ge=0, lt=1)  # gain about the image mean ~ U(1 - c, 1 + c)
+    rpn_batch_size_per_image: int = Field(256, ge=1)  # anchors sampled per image for the RPN loss
+    box_batch_size_per_image: int = Field(128, ge=1)  # RoIs sampled per image for the box head (CPU cost)
+    rpn_post_nms_top_n_test: int = Field(300, ge=1)  # proposals per image at evaluation (CPU cost)
+    score_threshold: float = Field(0.05, ge=0, lt=1)  # detections below this score are dropped at evaluation
+    detections_per_img: int = Field(100, ge=1)  # COCO's AR@100 and mAP count at most 100 per image
     seed: int = 0  # weight init, shuffling, RoI sampling and augmentation draws
     amp: bool = True  # mixed precision on a GPU (float16 + loss scaling); CPU: float32
+    # fmt: on
 
-    def __post_init__(self) -> None:
-        if self.backbone not in STAGE_STRIDES:
-            raise ValueError(
-                f"backbone must be one of {sorted(STAGE_STRIDES)}, got {self.backbone!r}"
-            )
-        if self.finest_stride not in STRIDES:
-            raise ValueError(f"finest_stride must be one of {STRIDES}, got {self.finest_stride!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {self.norm!r}")
-        layers = self.trainable_backbone_layers
+    @model_validator(mode="after")
+    def _layers_within_the_backbone(self) -> Config:
         stages = len(STAGE_STRIDES[self.backbone])
-        if layers is not None and (
-            isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= stages
-        ):
+        layers = self.trainable_backbone_layers
+        if layers is not None and layers > stages:
             raise ValueError(
                 f"trainable_backbone_layers must be None or an int in [0, {stages}] for "
                 f"{self.backbone}, got {layers!r}"
             )
-        for name, (ok, expected) in LIMITS.items():
-            if not ok(getattr(self, name)):
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-
-LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {  # Config field -> (check, message)
-    "anchor_scale": (lambda v: v > 0, "> 0"),
-    "lr": (lambda v: v > 0, "> 0"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
-    "warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "lr_decay_epoch": (lambda v: v >= 1, ">= 1"),
-    "lr_decay_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
-    "epochs": (lambda v: v >= 1, ">= 1"),
-    "hflip": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "scale_jitter": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "brightness": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "contrast": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "rpn_batch_size_per_image": (lambda v: v >= 1, ">= 1"),
-    "box_batch_size_per_image": (lambda v: v >= 1, ">= 1"),
-    "rpn_post_nms_top_n_test": (lambda v: v >= 1, ">= 1"),
-    "score_threshold": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "detections_per_img": (lambda v: v >= 1, ">= 1"),
-}
+        return self
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -569,7 +540,7 @@ def evaluate(
 class Session(CheckpointedSession):
     """One configuration's training state: model, optimizer, LR schedule, RNG, epoch counter.
 
-    Plain PyTorch; `run` (Ray Tune) and `visiontune train` both drive it one epoch at a time.
+    Plain PyTorch; `TASK.train` (in a Tune trial or `visiontune train`) drives it one epoch at a time.
     """
 
     def __init__(self, config: Config, data: DetectionDataset, device: str | torch.device = "cpu"):
@@ -629,30 +600,13 @@ class Session(CheckpointedSession):
         return evaluate(self.model, self.tensors[split], self.names, self.precision)
 
 
-def load_session(
-    checkpoint_dir: str | Path, data: DetectionDataset, device: str = "cpu"
-) -> Session:
-    """Rebuild a Session from a checkpoint directory written by `run` (config included)."""
-    path = Path(checkpoint_dir) / CHECKPOINT_FILE
-    state = torch.load(path, map_location=device, weights_only=True)
-    session = Session(build_config(Config, state["config"], str(path)), data, device)
-    session.load_state_dict(state)
-    return session
-
-
 def _json_number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def evaluate_checkpoint(checkpoint_dir: str | Path, data: DetectionDataset, split: str) -> dict:
-    """`<split>_map`, `<split>_map50`, `<split>_ar100` and `per_class` {name: {"ap": ...}} of a
-    saved checkpoint (used for the test table); NaN and absent classes become None (JSON null).
-    Runs on the GPU Ray assigned to this task (or any GPU outside Ray), whose memory it hands back."""
-    from visiontune.trainables.tune_edge import local_device, releasing_memory
-
-    device = local_device()
-    with releasing_memory(device):
-        result = load_session(checkpoint_dir, data, device).evaluate(split)
+def summarize(result: dict[str, Any], split: str) -> dict[str, Any]:
+    """`<split>_map`, `<split>_map50`, `<split>_ar100` and `per_class` {name: {"ap": ...}};
+    NaN and absent classes become None (JSON null)."""
     return {
         **{f"{split}_{key}": _json_number(result[key]) for key in ("map", "map50", "ar100")},
         "per_class": {
@@ -661,9 +615,4 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data: DetectionDataset, spli
     }
 
 
-def run(config: dict[str, Any], data: DetectionDataset) -> None:
-    """Ray Tune entry point: train epochs, report metrics and a checkpoint after each one."""
-    from visiontune.trainables.tune_edge import run_session
-
-    settings = build_config(Config, config, "trial config")
-    run_session(lambda device: Session(settings, data, device), CHECKPOINT_FILE)
+TASK = SessionTask("faster_rcnn", Config, METRICS, DATA_FORMAT, Session, summarize)  # the contract

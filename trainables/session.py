@@ -1,6 +1,8 @@
 """What every plain-PyTorch Session shares: its numeric precision on the device, host-to-device
-copies, and a complete checkpoint (model, optimizer, LR schedule, gradient scaler, epoch, RNG
-states, resolved config) that restores the same run, loaded with weights_only=True.
+copies, a complete checkpoint (model, optimizer, LR schedule, gradient scaler, epoch, RNG
+states, resolved config) that restores the same run, loaded with weights_only=True, and
+`SessionTask`, the trainable contract (trainables/contract.py) for a task whose training state
+is such a Session (the classifier and Faster R-CNN).
 
 On the CPU a session computes in float32 exactly as a plain training loop would: no autocast, a
 disabled GradScaler (whose scale/step/update are the plain backward and optimizer step) and plain
@@ -10,6 +12,8 @@ disabled GradScaler (whose scale/step/update are the plain backward and optimize
 from __future__ import annotations
 
 import contextlib
+import tempfile
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,11 @@ from typing import Any
 
 import torch
 
-from visiontune.params import config_dict
+from visiontune.params import build_config, config_dict
+from visiontune.trainables.contract import TrainContext
+from visiontune.trainables.device import local_device, releasing_memory
+
+CHECKPOINT_FILE = "checkpoint.pt"  # a Session's checkpoint inside an epoch's checkpoint directory
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,9 @@ class CheckpointedSession:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        # Absent from checkpoints older than AMP, and empty from float32/bfloat16 runs: then the
-        # scaler keeps its initial state (an enabled GradScaler refuses an empty state).
-        if state.get("scaler"):
+        # Empty from float32/bfloat16 runs: then the scaler keeps its initial state (an enabled
+        # GradScaler refuses an empty state).
+        if state["scaler"]:
             self.precision.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         # RNG states must be CPU byte tensors, wherever torch.load's map_location put them
@@ -110,3 +118,51 @@ class CheckpointedSession:
 
     def load(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+@dataclass(frozen=True)
+class SessionTask:
+    """The trainable contract for a task whose training state is a Session: a class built as
+    `session_class(config, data, device)` with `epoch`, `config.epochs`, `train_epoch() ->
+    metrics`, `evaluate(split) -> dict`, `save(path)`, `load(path)` and `load_state_dict`.
+    `summarize(result, split)` turns `evaluate`'s dict into `evaluate_checkpoint`'s."""
+
+    name: str
+    Config: type
+    METRICS: tuple[str, ...]
+    DATA_FORMAT: str
+    session_class: type
+    summarize: Callable[[dict[str, Any], str], dict[str, Any]]
+
+    def build_config(self, values: Mapping[str, Any], where: str) -> Any:
+        return build_config(self.Config, values, where)
+
+    def train(self, config: Any, data: Any, context: TrainContext) -> None:
+        # the session is a temporary: only `_train_epochs`' frame holds it (see releasing_memory)
+        _train_epochs(self.session_class(config, data, context.device), context)
+
+    def load_session(self, checkpoint_dir: str | Path, data: Any, device: str = "cpu") -> Any:
+        """Rebuild a Session from a checkpoint directory (its config comes from the file)."""
+        path = Path(checkpoint_dir) / CHECKPOINT_FILE
+        state = torch.load(path, map_location=device, weights_only=True)
+        session = self.session_class(self.build_config(state["config"], str(path)), data, device)
+        session.load_state_dict(state)
+        return session
+
+    def evaluate_checkpoint(self, checkpoint_dir: Path, data: Any, split: str) -> dict[str, Any]:
+        device = local_device()
+        with releasing_memory(device):
+            result = self.load_session(checkpoint_dir, data, device).evaluate(split)
+        return self.summarize(result, split)
+
+
+def _train_epochs(session: Any, context: TrainContext) -> None:
+    """Continue from `context.restore` if given, then train and hand over each epoch's
+    checkpoint."""
+    if context.restore is not None:
+        session.load(context.restore / CHECKPOINT_FILE)
+    while session.epoch < session.config.epochs:
+        metrics = session.train_epoch()
+        with tempfile.TemporaryDirectory(prefix="epoch-") as directory:
+            session.save(Path(directory) / CHECKPOINT_FILE)
+            context.on_epoch(metrics, Path(directory))

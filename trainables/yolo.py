@@ -1,8 +1,8 @@
 """YOLOv5 detector trainable: ultralytics 8.4 (the anchor-free YOLOv5u), trained from scratch, offline.
 
-Inside a sweep (`visiontune tune search_spaces/yolo.yaml`), Ray Tune calls `run(config, data)` once
-per trial. `train` runs one configuration without Ray and calls back once per validated epoch;
-`train_args` is the exact dict handed to ultralytics; `evaluate_checkpoint` scores saved weights
+Inside a sweep (`visiontune tune search_spaces/yolo.yaml`), `tune_edge.run_trial` drives `TASK` (the
+trainable contract, trainables/contract.py) once per trial. `train` runs one configuration and calls
+back once per validated epoch; `train_args` is the exact dict handed to ultralytics; `evaluate_checkpoint` scores saved weights
 on a split with per-class numbers. Ultralytics is imported lazily, after `offline_ultralytics`
 has made it offline-safe and silent towards Ray Tune.
 
@@ -40,21 +40,22 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import yaml
+from pydantic import Field
 
 from visiontune.data.detection import DetectionDataset, node_local_yolo_yaml
-from visiontune.params import build_config
+from visiontune.params import StrictModel, build_config
+from visiontune.trainables.contract import EpochCallback, TrainContext
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset reads a data.yaml with images/ and labels/
 METRICS = ("precision", "recall", "map50", "map", "box_loss", "cls_loss", "dfl_loss", "lr", "epoch")
-MODELS = ("yolov5n.yaml", "yolov5s.yaml")  # built from YAML: no weights exist offline
-OPTIMIZERS = ("SGD", "AdamW")  # never "auto": it ignores lr0 and momentum
+Optimizer = Literal["SGD", "AdamW"]  # never "auto": it ignores lr0 and momentum
+OPTIMIZERS = get_args(Optimizer)
 SPLITS = ("train", "val", "test")
 WEIGHTS_FILE = "last.pt"  # the epoch's full ultralytics checkpoint (EMA, optimizer, train_args)
 RUN_NAME = "train"  # ultralytics' run folder inside a trial's scratch directory
@@ -76,64 +77,38 @@ OFFLINE_SETTINGS = {
     "dvc": False,
     "mlflow": False,
     "wandb": False,
-    "tensorboard": False,  # Ray's loggers write TensorBoard already
+    "tensorboard": False,  # visiontune's TensorBoard callback writes every trial's curves
 }
 
 
-@dataclass(frozen=True)
-class Config:
-    model: str = "yolov5n.yaml"  # architecture; "yolov5s.yaml" is ~3.5x the compute
-    imgsz: int = 416  # px, square training/validation size; the seed's size (a multiple of 32)
-    batch: int = 16  # images per optimizer step (nbs = batch: no gradient accumulation)
-    epochs: int = 100  # ultralytics' default budget; sweeps fix their own in the YAML
-    optimizer: str = "SGD"
-    lr0: float = 0.01  # initial learning rate after warmup
-    lrf: float = 0.01  # final learning rate as a fraction of lr0 (linear decay over `epochs`)
-    momentum: float = 0.937  # SGD momentum / Adam beta1
-    weight_decay: float = 5e-4  # on conv/linear weights only (not biases or BatchNorm)
-    warmup_epochs: float = 3.0  # epochs of linear LR/momentum warmup (capped at epochs - 1)
-    hsv_v: float = 0.4  # brightness jitter, fraction; hue and saturation stay 0 for thermal frames
-    degrees: float = 0.0  # rotation, degrees, angle ~ U(-degrees, degrees)
-    translate: float = 0.1  # shift, fraction of the image size
-    scale: float = 0.5  # zoom gain ~ U(1 - scale, 1 + scale)
-    shear: float = 0.0  # degrees
-    fliplr: float = 0.5  # probability of a left-right flip
-    mosaic: float = 1.0  # probability of a 4-image mosaic
-    mixup: float = 0.0  # probability of mixing two images
-    close_mosaic: int = 10  # mosaic is off for the last N epochs (0 = never turned off)
-    workers: int = 0  # dataloader processes; 0 = in the trial's process (forced on CPU)
+class Config(StrictModel):
+    """YOLO's hyperparameters (ultralytics' names) with their defaults and bounds."""
+
+    # fmt: off
+    model: Literal["yolov5n.yaml", "yolov5s.yaml"] = "yolov5n.yaml"  # architecture, built from YAML (no weights exist offline); "yolov5s.yaml" is ~3.5x the compute
+    imgsz: int = Field(416, ge=32, multiple_of=32)  # px, square training/validation size; the seed's size (a multiple of 32, YOLO's stride)
+    batch: int = Field(16, ge=1)  # images per optimizer step (nbs = batch: no gradient accumulation)
+    epochs: int = Field(100, ge=1)  # ultralytics' default budget; sweeps fix their own in the YAML
+    optimizer: Optimizer = "SGD"
+    lr0: float = Field(0.01, gt=0, le=1)  # initial learning rate after warmup
+    lrf: float = Field(0.01, gt=0, le=1)  # final learning rate as a fraction of lr0 (linear decay over `epochs`)
+    momentum: float = Field(0.937, ge=0, lt=1)  # SGD momentum / Adam beta1
+    weight_decay: float = Field(5e-4, ge=0, le=1)  # on conv/linear weights only (not biases or BatchNorm)
+    warmup_epochs: float = Field(3.0, ge=0)  # epochs of linear LR/momentum warmup (capped at epochs - 1)
+    hsv_v: float = Field(0.4, ge=0, le=1)  # brightness jitter, fraction; hue and saturation stay 0 for thermal frames
+    degrees: float = Field(0.0, ge=0, le=180)  # rotation, degrees, angle ~ U(-degrees, degrees)
+    translate: float = Field(0.1, ge=0, le=1)  # shift, fraction of the image size
+    scale: float = Field(0.5, ge=0, lt=1)  # zoom gain ~ U(1 - scale, 1 + scale)
+    shear: float = Field(0.0, ge=0, lt=90)  # degrees
+    fliplr: float = Field(0.5, ge=0, le=1)  # probability of a left-right flip
+    mosaic: float = Field(1.0, ge=0, le=1)  # probability of a 4-image mosaic
+    mixup: float = Field(0.0, ge=0, le=1)  # probability of mixing two images
+    close_mosaic: int = Field(10, ge=0)  # mosaic is off for the last N epochs (0 = never turned off)
+    workers: int = Field(0, ge=0)  # dataloader processes; 0 = in the trial's process (forced on CPU)
     # Mixed precision on a GPU where it needs no download (see `amp_setting`); CPU: float32.
     amp: bool = True
-    seed: int = 0  # weight init, shuffling and augmentation draws
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {list(MODELS)}, got {self.model!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.imgsz < 32 or self.imgsz % 32:
-            raise ValueError(f"imgsz must be a multiple of 32 (YOLO's stride), got {self.imgsz!r}")
-        for name in ("batch", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("close_mosaic", "workers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("lr0", "lrf"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
-        for name in ("momentum", "scale"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        for name in ("weight_decay", "hsv_v", "translate", "fliplr", "mosaic", "mixup"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
-        if not 0 <= self.degrees <= 180:
-            raise ValueError(f"degrees must be in [0, 180], got {self.degrees!r}")
-        if not 0 <= self.shear < 90:
-            raise ValueError(f"shear must be in [0, 90) degrees, got {self.shear!r}")
+    seed: int = Field(0, ge=0)  # weight init, shuffling and augmentation draws
+    # fmt: on
 
 
 # --- ultralytics, offline ------------------------------------------------------------------
@@ -208,7 +183,7 @@ def data_yaml(data: DetectionDataset) -> str:
 def default_device() -> str:
     """Ultralytics' name of the device to use here: the first GPU Ray assigned to this worker
     (CUDA_VISIBLE_DEVICES lists just those), any GPU outside Ray, else the CPU."""
-    from visiontune.trainables.tune_edge import local_device
+    from visiontune.trainables.device import local_device
 
     return "0" if local_device() == "cuda" else "cpu"
 
@@ -285,8 +260,6 @@ def train_args(
 
 
 # --- training, no Ray ----------------------------------------------------------------------
-
-EpochCallback = Callable[[dict[str, float], Path], None]
 
 
 def epoch_metrics(trainer: Any, seconds: float) -> dict[str, float]:
@@ -392,7 +365,7 @@ def evaluate_checkpoint(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     offline_ultralytics()
-    from visiontune.trainables.tune_edge import local_device, releasing_memory
+    from visiontune.trainables.device import local_device, releasing_memory
 
     threads = torch.get_num_threads()  # validation resets torch's thread count
     device = local_device()
@@ -455,39 +428,43 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-# --- Ray Tune ------------------------------------------------------------------------------
+# --- the trainable contract ----------------------------------------------------------------
 
 
-def run(config: dict[str, Any], data: DetectionDataset) -> None:
-    """Ray Tune entry point: one report (metrics + that epoch's last.pt) per validated epoch;
-    a restored trial resumes from its checkpoint's last.pt at the next epoch."""
-    from ray import tune
+class YoloTask:
+    """The trainable contract (trainables/contract.py) over ultralytics' own training loop."""
 
-    from visiontune.trainables.tune_edge import releasing_memory, trial_cpus, trial_device
+    name = "yolo"
+    Config = Config
+    METRICS = METRICS
+    DATA_FORMAT = DATA_FORMAT
 
-    settings = build_config(Config, config, "trial config")
-    checkpoint = tune.get_checkpoint()
-    torch_device = trial_device()  # a GPU only when Ray assigned one to this trial
-    device = "0" if torch_device == "cuda" else "cpu"  # ultralytics' name for it
+    def build_config(self, values: Mapping[str, Any], where: str) -> Config:
+        return build_config(Config, values, where)
 
-    def report(metrics: dict[str, float], last: Path) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            shutil.copyfile(last, Path(directory) / WEIGHTS_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-    # Ultralytics' files (args.yaml, results.csv, weights) are scratch: what lasts is reported.
-    # The trainer and model live inside `train` only: `releasing_memory` frees them for the next
-    # trial of this worker (reuse_actors), however the trial ends.
-    with (
-        releasing_memory(torch_device),
-        tempfile.TemporaryDirectory(prefix="yolo-", dir=Path.cwd()) as scratch,
-    ):
-        resume_from = None
-        if checkpoint:
-            with checkpoint.as_directory() as directory:
-                resume_from = prepare_resume(
-                    Path(directory) / WEIGHTS_FILE, settings, data, scratch, device
-                )
+    def train(self, config: Config, data: DetectionDataset, context: TrainContext) -> None:
+        """One `on_epoch` per validated epoch with a directory holding that epoch's last.pt; a
+        `restore` directory's last.pt resumes at the next epoch. Ultralytics' own files
+        (args.yaml, results.csv, weights) stay in `workdir`: what lasts is what is handed over."""
+        device = "0" if context.device == "cuda" else "cpu"  # ultralytics' name for the GPU
+        workdir, resume_from = context.workdir, None
+        if context.restore is not None:
+            weights = context.restore / WEIGHTS_FILE
+            resume_from = prepare_resume(weights, config, data, str(workdir), device)
             if resume_from is None:
                 return  # the checkpoint is the final epoch: nothing left to train
-        train(settings, data, scratch, report, trial_cpus(), resume_from, device)
+
+        def hand_over(metrics: dict[str, float], last: Path) -> None:
+            with tempfile.TemporaryDirectory(prefix="epoch-") as directory:
+                shutil.copyfile(last, Path(directory) / WEIGHTS_FILE)
+                context.on_epoch(metrics, Path(directory))
+
+        train(config, data, workdir, hand_over, None, resume_from, device)
+
+    def evaluate_checkpoint(
+        self, checkpoint_dir: Path, data: DetectionDataset, split: str
+    ) -> dict[str, Any]:
+        return evaluate_checkpoint(checkpoint_dir, data, split)
+
+
+TASK = YoloTask()

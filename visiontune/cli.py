@@ -11,7 +11,6 @@ Bad input exits with code 2 and one line on stderr naming the file, key and valu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.errors import InputError, SweepInterrupted
+from visiontune.fileio import write_json
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -233,54 +233,50 @@ def _train_config(spec: Any, config_path: str | None) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
-    from visiontune.params import build_config
     from visiontune.spec import load_spec
     from visiontune.trainables import load_task
 
     overrides = {"max_epochs": args.max_epochs, "data": _abs_data(args.data)}
     spec = load_spec(args.space, overrides, args.assignments)
     task = load_task(spec.task)
-    config = build_config(task.Config, _train_config(spec, args.config), args.config or args.space)
+    config = task.build_config(_train_config(spec, args.config), args.config or args.space)
     out = Path(args.out).expanduser().resolve() if args.out else None
     if out and out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: --out directory is not empty; choose another")
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     with tempfile.TemporaryDirectory(prefix="visiontune-train-") as scratch:
-        checkpoint_dir = out or Path(scratch)
+        checkpoint_dir = out or Path(scratch) / "checkpoint"
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        history = _train_epochs(task, config, data, checkpoint_dir, Path(scratch))
+        workdir = Path(scratch) / "work"
+        workdir.mkdir()
+        history = _train_epochs(task, config, data, checkpoint_dir, workdir)
         test = task.evaluate_checkpoint(checkpoint_dir, data, "test")
     print(" ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
     if out:
-        (out / "metrics.json").write_text(json.dumps({"history": history, **test}, indent=1))
+        write_json(out / "metrics.json", {"history": history, **test})
         print(f"Written: {out}/ (checkpoint, metrics.json)")
     return 0
 
 
-def _train_epochs(task: Any, config: Any, data: Any, checkpoint_dir: Path, scratch: Path) -> list:
-    """Train one configuration, printing each epoch's metrics and keeping the latest checkpoint
-    in `checkpoint_dir` (the layout `task.evaluate_checkpoint` reads)."""
+def _train_epochs(task: Any, config: Any, data: Any, checkpoint_dir: Path, workdir: Path) -> list:
+    """Train one configuration through the trainable contract, printing each epoch's metrics
+    and keeping the latest epoch's checkpoint files in `checkpoint_dir` (what
+    `task.evaluate_checkpoint` reads). CUDA when this machine has it."""
+    from visiontune.trainables.contract import TrainContext
+    from visiontune.trainables.device import local_device, releasing_memory
+
     history: list[dict] = []
     print(" ".join(f"{m:>10}" for m in task.METRICS))
 
-    def show(metrics: dict) -> None:
+    def keep(metrics: dict, epoch_dir: Path) -> None:
         history.append(metrics)
         print(" ".join(f"{metrics[m]:>10.4g}" for m in task.METRICS), flush=True)
+        for path in epoch_dir.iterdir():
+            shutil.copyfile(path, checkpoint_dir / path.name)
 
-    if hasattr(task, "Session"):
-        from visiontune.trainables.tune_edge import local_device
-
-        session = task.Session(config, data, local_device())  # CUDA when this machine has one
-        while session.epoch < config.epochs:
-            show(session.train_epoch())
-            session.save(checkpoint_dir / task.CHECKPOINT_FILE)
-    else:  # the task runs its own loop (ultralytics) and calls back once per epoch
-
-        def keep(metrics: dict, weights: Path) -> None:
-            show(metrics)
-            shutil.copyfile(weights, checkpoint_dir / task.WEIGHTS_FILE)
-
-        task.train(config, data, scratch / "run", keep)
+    device = local_device()
+    with releasing_memory(device):
+        task.train(config, data, TrainContext(device, workdir, keep))
     return history
 
 

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiontune.data.imagefolder import load_imagefolder
+from visiontune.data.imagefolder import load_imagefolder, stratified_split
 from visiontune.errors import InputError
 
 SIZE = (24, 40)  # height, width
+# Imbalanced like the real thermal sets: one big class down to one of three images.
+CLASS_SIZES = (600, 120, 45, 20, 7, 3)
 
 
 def _gray(value: int, size: tuple[int, int] = SIZE) -> np.ndarray:
@@ -44,6 +46,11 @@ def _write_flat_tree(root: Path, per_class: int = 20) -> None:
 
 def _values(images: np.ndarray) -> list[int]:
     return sorted(int(v) for v in images[:, 0, 0, 0])
+
+
+def _imbalanced_labels() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.permutation(np.repeat(np.arange(len(CLASS_SIZES)), CLASS_SIZES))
 
 
 def _input_error(root: Path, **kwargs) -> str:
@@ -93,6 +100,64 @@ def test_flat_split_is_deterministic_for_a_seed_and_differs_across_seeds(tmp_pat
         assert np.array_equal(first.splits[split].images, again.splits[split].images)
         assert np.array_equal(first.splits[split].labels, again.splits[split].labels)
     assert _values(first.splits["val"].images) != _values(other.splits["val"].images)
+
+
+def test_flat_layout_puts_a_three_image_class_in_every_split(tmp_path: Path) -> None:
+    _write_class(tmp_path / "ant", [10, 20, 30])
+    _write_class(tmp_path / "bee", [50 + i for i in range(20)])
+    data = load_imagefolder(tmp_path)
+    for split in data.splits.values():
+        assert np.count_nonzero(split.labels == 0) == 1
+
+
+# --- stratified_split ----------------------------------------------------------------------
+
+
+def test_split_is_disjoint_and_covers_every_index() -> None:
+    labels = _imbalanced_labels()
+    splits = stratified_split(labels, seed=0)
+    assert set(splits) == {"train", "val", "test"}
+    joined = np.concatenate(list(splits.values()))
+    assert joined.size == labels.size
+    np.testing.assert_array_equal(np.sort(joined), np.arange(labels.size))
+
+
+def test_split_is_stratified_about_70_15_15() -> None:
+    labels = _imbalanced_labels()
+    splits = stratified_split(labels, seed=0)
+    for label in range(len(CLASS_SIZES)):
+        total = np.count_nonzero(labels == label)
+        for name, fraction in (("train", 0.70), ("val", 0.15), ("test", 0.15)):
+            share = np.count_nonzero(labels[splits[name]] == label)
+            assert share >= 1
+            assert abs(share - fraction * total) <= 1.5
+
+
+def test_split_is_deterministic_for_a_seed_and_differs_across_seeds() -> None:
+    labels = _imbalanced_labels()
+    first, again, other = (stratified_split(labels, seed=s) for s in (5, 5, 6))
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    assert not np.array_equal(first["train"], other["train"])
+
+
+def test_split_puts_a_three_image_class_in_every_split() -> None:
+    labels = np.array([0] * 3 + [1] * 40)
+    splits = stratified_split(labels, seed=0)
+    for indices in splits.values():
+        assert np.count_nonzero(labels[indices] == 0) == 1
+
+
+def test_split_keeps_one_and_two_image_classes_in_train() -> None:
+    labels = np.array([0, 1, 1] + [2] * 40)
+    splits = stratified_split(labels, seed=0)
+    assert np.count_nonzero(labels[splits["train"]] == 0) == 1
+    assert np.count_nonzero(labels[splits["train"]] == 1) == 2
+
+
+def test_split_rejects_fractions_that_do_not_sum_to_one() -> None:
+    with pytest.raises(InputError, match="fractions"):
+        stratified_split(np.zeros(10, dtype=np.int64), seed=0, fractions=(0.7, 0.2, 0.2))
 
 
 # --- decoding ------------------------------------------------------------------------------

@@ -12,16 +12,18 @@ import pytest
 from PIL import Image
 
 from visiontune.data import ir_solar
+from visiontune.data.imagefolder import stratified_split
 from visiontune.data.ir_solar import (
+    AMPLITUDE,
     CLASS_COUNTS,
     CLASSES,
     DEFAULT_NUM_IMAGES,
     IMAGE_SHAPE,
     generate,
     render,
-    split_indices,
     write_imagefolder,
 )
+from visiontune.data.thermal import NOISE_SIGMA
 from visiontune.errors import InputError
 
 # Physical checks run at a fixed contrast so that recalibrating DEFAULT_CONTRAST cannot break
@@ -90,7 +92,7 @@ def _smoothed_peak_over_median(x: np.ndarray) -> np.ndarray:
 
 
 def _very_hot_pixels(x: np.ndarray) -> np.ndarray:
-    return (x > _median(x)[:, None, None] + 4 * ir_solar.NOISE_SIGMA).sum(axis=(1, 2))
+    return (x > _median(x)[:, None, None] + 4 * NOISE_SIGMA).sum(axis=(1, 2))
 
 
 def _hot_peaks(x: np.ndarray) -> np.ndarray:
@@ -104,7 +106,7 @@ def _hot_peaks(x: np.ndarray) -> np.ndarray:
         if (i, j) != (1, 1)
     ]
     is_peak = x > np.max(around, axis=0)
-    return (is_peak & (x > _median(x)[:, None, None] + 5 * ir_solar.NOISE_SIGMA)).sum(axis=(1, 2))
+    return (is_peak & (x > _median(x)[:, None, None] + 5 * NOISE_SIGMA)).sum(axis=(1, 2))
 
 
 def _cool_dip(x: np.ndarray) -> np.ndarray:
@@ -131,7 +133,7 @@ def test_classes_are_the_twelve_real_classes_in_imagefolder_order() -> None:
     assert tuple(sorted(CLASS_COUNTS)) == CLASSES
     assert len(CLASSES) == 12
     assert CLASS_COUNTS["No-Anomaly"] == max(CLASS_COUNTS.values())
-    assert set(CLASS_COUNTS) == set(ir_solar._AMPLITUDE) | {"No-Anomaly"}
+    assert set(CLASS_COUNTS) == set(AMPLITUDE) | {"No-Anomaly"}
 
 
 def test_generate_returns_uint8_images_and_int64_labels(default_dataset) -> None:
@@ -198,46 +200,6 @@ def test_render_rejects_unknown_class_and_negative_contrast() -> None:
         render("Cell", np.random.default_rng(0), contrast=-0.5)
 
 
-def test_split_is_disjoint_and_covers_every_index(default_dataset) -> None:
-    labels = default_dataset[1]
-    splits = split_indices(labels, seed=0)
-    assert set(splits) == {"train", "val", "test"}
-    joined = np.concatenate(list(splits.values()))
-    assert joined.size == labels.size
-    np.testing.assert_array_equal(np.sort(joined), np.arange(labels.size))
-
-
-def test_split_is_stratified_about_70_15_15(default_dataset) -> None:
-    labels = default_dataset[1]
-    splits = split_indices(labels, seed=0)
-    for label in range(len(CLASSES)):
-        total = np.count_nonzero(labels == label)
-        for name, fraction in (("train", 0.70), ("val", 0.15), ("test", 0.15)):
-            share = np.count_nonzero(labels[splits[name]] == label)
-            assert share >= 1
-            assert abs(share - fraction * total) <= 1.5
-
-
-def test_split_is_deterministic_for_a_seed_and_differs_across_seeds(default_dataset) -> None:
-    labels = default_dataset[1]
-    first, again, other = (split_indices(labels, seed=s) for s in (5, 5, 6))
-    for name in first:
-        np.testing.assert_array_equal(first[name], again[name])
-    assert not np.array_equal(first["train"], other["train"])
-
-
-def test_split_puts_a_three_image_class_in_every_split() -> None:
-    labels = np.array([0] * 3 + [1] * 40)
-    splits = split_indices(labels, seed=0)
-    for indices in splits.values():
-        assert np.count_nonzero(labels[indices] == 0) == 1
-
-
-def test_split_rejects_fractions_that_do_not_sum_to_one() -> None:
-    with pytest.raises(InputError, match="fractions"):
-        split_indices(np.zeros(10, dtype=np.int64), seed=0, fractions=(0.7, 0.2, 0.2))
-
-
 def test_write_imagefolder_writes_readable_pngs_in_the_layout(tmp_path) -> None:
     root = write_imagefolder(tmp_path / "ir", num_images=100, seed=2)
     images, labels = generate(100, seed=2)
@@ -257,6 +219,14 @@ def test_write_imagefolder_writes_readable_pngs_in_the_layout(tmp_path) -> None:
             written += 1
     assert written == 100
     assert [p.name for p in tmp_path.iterdir()] == ["ir"]
+
+
+def test_written_splits_are_the_stratified_split_of_the_labels(tmp_path) -> None:
+    root = write_imagefolder(tmp_path / "ir", num_images=100, seed=4)
+    _, labels = generate(100, seed=4)
+    for split, indices in stratified_split(labels, seed=4).items():
+        written = sorted(int(path.stem[-5:]) for path in (root / split).glob("*/*.png"))
+        assert written == indices.tolist()
 
 
 def test_write_imagefolder_fills_an_existing_empty_directory(tmp_path) -> None:

@@ -15,16 +15,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from visiontune.data import pv_arrays
 from visiontune.data.pv_arrays import (
     DEFAULT_NUM_IMAGES,
     IMAGE_SIZE,
     NAMES,
-    NOISE_SIGMA,
     generate,
     render,
     write_yolo,
 )
+from visiontune.data.thermal import NOISE_SIGMA
 from visiontune.errors import InputError
 
 SMALL = {"train": 4, "val": 2, "test": 2}
@@ -262,11 +261,3 @@ def test_bad_image_counts_are_input_errors(counts: dict, tmp_path: Path) -> None
     with pytest.raises(InputError):
         write_yolo(tmp_path / "ds", counts)
     assert not (tmp_path / "ds").exists()
-
-
-def test_command_line_writes_a_dataset(tmp_path: Path) -> None:
-    argv = [str(tmp_path / "ds"), "--train", "2", "--val", "1", "--test", "1", "--size", "64"]
-    assert pv_arrays._main(argv) == 0
-    with Image.open(tmp_path / "ds" / "images" / "val" / "val_00000.png") as img:
-        assert img.size == (64, 64)
-    assert pv_arrays._main(argv) == 2  # now taken

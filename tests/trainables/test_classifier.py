@@ -14,17 +14,16 @@ from torch import nn
 from visiontune.data.imagefolder import ImageDataset, Split
 from visiontune.params import config_dict
 from visiontune.trainables.classifier import (
-    CHECKPOINT_FILE,
     METRICS,
+    TASK,
     Config,
     ResBlock,
     Session,
     build_augmentation,
     build_model,
     build_optimizer,
-    evaluate_checkpoint,
-    load_session,
 )
+from visiontune.trainables.session import CHECKPOINT_FILE
 
 HEIGHT, WIDTH = 24, 40  # not square, so a height/width mix-up changes shapes
 NO_AUGMENTATION = dict(
@@ -233,53 +232,11 @@ def test_training_separates_dark_from_bright_images(data: ImageDataset) -> None:
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
-def test_each_epoch_reports_the_metric_keys_and_counts_epochs(data: ImageDataset) -> None:
-    session = Session(Config(**TINY), data)
-    history = [session.train_epoch() for _ in range(2)]
-    for number, metrics in enumerate(history, start=1):
-        assert set(METRICS) <= set(metrics)
-        assert metrics["epoch"] == number
-        assert all(math.isfinite(metrics[key]) for key in METRICS)
-        assert 0.0 <= metrics["train_acc"] <= 1.0 and 0.0 <= metrics["val_acc"] <= 1.0
-
-
-def test_diverging_lr_raises_floating_point_error(data: ImageDataset) -> None:
-    session = Session(Config(**TINY, lr=1e10), data)
-    with pytest.raises(FloatingPointError, match="diverged") as info:
-        for _ in range(3):
-            session.train_epoch()
-    assert "nan" in str(info.value) or "inf" in str(info.value)
-
-
 # --- checkpoints ---------------------------------------------------------------------------
 
 
 def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {key: metrics[key] for key in METRICS}  # images_per_s is wall-clock, not state
-
-
-def test_restored_checkpoint_continues_the_same_run(data: ImageDataset, tmp_path) -> None:
-    # default augmentation and dropout, so the RNG state matters; the LR decays after epoch 1
-    config = Config(**TINY, seed=3, lr_decay_epoch=1)
-    straight = Session(config, data)
-    straight.train_epoch()
-    expected = _epoch_metrics(straight.train_epoch())
-    expected_state = {k: v.clone() for k, v in straight.model.state_dict().items()}
-    expected_schedule = straight.scheduler.state_dict()
-
-    first = Session(config, data)
-    first.train_epoch()
-    first.save(tmp_path / CHECKPOINT_FILE)
-    torch.manual_seed(1234)  # whatever ran in between must not matter
-    resumed = Session(config, data)
-    resumed.load(tmp_path / CHECKPOINT_FILE)
-    assert resumed.epoch == 1
-    assert _epoch_metrics(resumed.train_epoch()) == expected
-    state = resumed.model.state_dict()
-    assert state.keys() == expected_state.keys()
-    for key, value in expected_state.items():
-        assert torch.equal(state[key], value), key
-    assert resumed.scheduler.state_dict() == expected_schedule
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_full_state(
@@ -309,21 +266,10 @@ def test_amp_changes_nothing_on_the_cpu(data: ImageDataset) -> None:
         assert torch.equal(value, expected[key]), key
 
 
-def test_load_session_rebuilds_the_saved_config(data: ImageDataset, tmp_path) -> None:
-    config = Config(**TINY, arch="baseline", head_dropout=0.1, seed=7)
-    session = Session(config, data)
-    session.train_epoch()
-    session.save(tmp_path / CHECKPOINT_FILE)
-    loaded = load_session(tmp_path, data)
-    assert loaded.config == config
-    assert loaded.epoch == 1
-    assert loaded.evaluate("val") == session.evaluate("val")
-
-
 def test_evaluate_checkpoint_reports_split_loss_and_accuracy(data: ImageDataset, tmp_path) -> None:
     session = Session(Config(**TINY), data)
     session.save(tmp_path / CHECKPOINT_FILE)
-    result = evaluate_checkpoint(tmp_path, data, "test")
+    result = TASK.evaluate_checkpoint(tmp_path, data, "test")
     assert set(result) == {"test_loss", "test_acc"}
     expected = session.evaluate("test")
     assert result["test_loss"] == pytest.approx(expected["loss"], rel=1e-5)
@@ -389,7 +335,7 @@ def test_on_a_gpu_the_session_trains_in_mixed_precision_and_resumes(
     metrics = session.train_epoch()
     assert all(math.isfinite(metrics[key]) for key in METRICS)
     session.save(tmp_path / CHECKPOINT_FILE)
-    resumed = load_session(tmp_path, data, "cuda")  # RNG states mapped to the GPU still load
+    resumed = TASK.load_session(tmp_path, data, "cuda")  # RNG states mapped to the GPU still load
     assert resumed.epoch == 1
     assert resumed.precision.scaler.state_dict() == session.precision.scaler.state_dict()
     assert math.isfinite(resumed.train_epoch()["train_loss"])

@@ -4,7 +4,6 @@ dark noisy ground, 64 px), offline, on the CPU; one test runs it through a real 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,22 @@ from torchvision.models.detection import (
 from visiontune.data.detection import DetectionDataset, DetectionSplit
 from visiontune.params import config_dict
 from visiontune.trainables.faster_rcnn import (
-    CHECKPOINT_FILE,
     LOSSES,
     METRICS,
+    TASK,
     Augmentation,
     Config,
     Session,
     build_model,
     build_optimizer,
     compute_map,
-    evaluate_checkpoint,
     hflip,
-    load_session,
     prepare_split,
-    run,
     scale_jitter,
     to_target,
     train_one_epoch,
 )
+from visiontune.trainables.session import CHECKPOINT_FILE
 
 NAMES = ("hot", "warm", "rare")  # "rare" has boxes in train only: absent from val and test
 SIZE = 64
@@ -408,61 +405,8 @@ def test_training_reduces_the_loss_on_an_easy_set(data: DetectionDataset) -> Non
     assert history[-1]["loss_objectness"] < history[0]["loss_objectness"]
 
 
-def test_each_epoch_reports_the_metric_keys_and_counts_epochs(data: DetectionDataset) -> None:
-    session = Session(Config(**TINY), data)
-    history = [session.train_epoch() for _ in range(2)]
-    for number, metrics in enumerate(history, start=1):
-        assert set(metrics) == {*METRICS, "images_per_s"}
-        assert metrics["epoch"] == number
-        assert all(math.isfinite(metrics[key]) for key in METRICS)
-        assert all(0.0 <= metrics[key] <= 1.0 for key in ("map", "map50", "ar100"))
-        assert metrics["loss"] == pytest.approx(sum(metrics[key] for key in LOSSES), rel=1e-5)
-    evaluation = session.evaluate("test")
-    assert set(evaluation) == {"map", "map50", "ar100", "per_class_ap"}
-    assert evaluation["per_class_ap"]["rare"] is None  # no "rare" box in the test split
-
-
-def test_diverging_lr_raises_floating_point_error(data: DetectionDataset) -> None:
-    session = Session(Config(**{**TINY, "lr": 1e8}), data)
-    with pytest.raises(FloatingPointError, match="diverged") as info:
-        for _ in range(3):
-            session.train_epoch()
-    assert "nan" in str(info.value) or "inf" in str(info.value)
-
-
-# --- checkpoints ---------------------------------------------------------------------------
-
-
 def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {key: metrics[key] for key in METRICS}  # images_per_s is wall-clock, not state
-
-
-def test_restored_checkpoint_continues_the_same_run(data: DetectionDataset, tmp_path) -> None:
-    # every augmentation on and a warmup across the boundary, so RNG and schedule state matter
-    config = Config(
-        **{**TINY, "warmup_epochs": 1.5, "lr_decay_epoch": 1},
-        scale_jitter=0.3,
-        brightness=0.1,
-        contrast=0.2,
-        seed=3,
-    )
-    straight = Session(config, data)
-    straight.train_epoch()
-    expected = _epoch_metrics(straight.train_epoch())
-
-    first = Session(config, data)
-    first.train_epoch()
-    first.save(tmp_path / CHECKPOINT_FILE)
-    torch.manual_seed(1234)  # whatever ran in between must not matter
-    resumed = Session(config, data)
-    resumed.load(tmp_path / CHECKPOINT_FILE)
-    assert resumed.epoch == 1
-    assert _epoch_metrics(resumed.train_epoch()) == expected
-    state, expected_state = resumed.model.state_dict(), straight.model.state_dict()
-    assert state.keys() == expected_state.keys()
-    for key, value in expected_state.items():
-        assert torch.equal(state[key], value), key
-    assert resumed.scheduler.state_dict() == straight.scheduler.state_dict()
 
 
 def test_amp_changes_nothing_on_the_cpu(data: DetectionDataset) -> None:
@@ -498,14 +442,14 @@ def test_load_session_and_evaluate_checkpoint_rebuild_the_saved_run(
     session = Session(config, data)
     session.train_epoch()
     session.save(tmp_path / CHECKPOINT_FILE)
-    loaded = load_session(tmp_path, data)
+    loaded = TASK.load_session(tmp_path, data)
     assert loaded.config == config and loaded.epoch == 1
     expected = session.evaluate("test")
     assert loaded.evaluate("test") == expected
 
     with pytest.raises(ValueError, match="split"):
         loaded.evaluate("holdout")
-    result = evaluate_checkpoint(tmp_path, data, "test")
+    result = TASK.evaluate_checkpoint(tmp_path, data, "test")
     assert set(result) == {"test_map", "test_map50", "test_ar100", "per_class"}
     assert result["test_map"] == pytest.approx(expected["map"])
     assert result["test_ar100"] == pytest.approx(expected["ar100"])
@@ -587,43 +531,6 @@ def test_on_a_gpu_training_uses_float16_with_a_scaler_that_the_checkpoint_keeps(
     session.save(tmp_path / CHECKPOINT_FILE)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert state["scaler"]["scale"] == session.precision.scaler.get_scale()
-    resumed = load_session(tmp_path, data, "cuda")
+    resumed = TASK.load_session(tmp_path, data, "cuda")
     assert resumed.precision.scaler.state_dict() == session.precision.scaler.state_dict()
     assert set(resumed.evaluate("test")) == {"map", "map50", "ar100", "per_class_ap"}
-
-
-# --- through Ray Tune ----------------------------------------------------------------------
-
-
-def test_run_in_ray_tune_reports_every_metric_and_a_checkpoint_each_epoch(
-    data: DetectionDataset, tmp_path: Path
-) -> None:
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-    from ray import tune
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(run, data=data), {"cpu": 1}),
-            param_space={**TINY, "epochs": 2},
-            tune_config=tune.TuneConfig(num_samples=1),
-            run_config=tune.RunConfig(storage_path=str(tmp_path), name="x"),
-        )
-        results = tuner.fit()
-    finally:
-        ray.shutdown()
-    assert results.errors == []
-    result = results[0]
-    history = result.metrics_dataframe
-    assert list(history["training_iteration"]) == [1, 2]
-    assert list(history["epoch"]) == [1, 2]
-    assert set(METRICS) <= set(history.columns)
-    assert not history[list(METRICS)].isna().any().any()
-    kept = sorted(result.best_checkpoints, key=lambda item: item[1]["training_iteration"])
-    assert [metrics["epoch"] for _, metrics in kept] == [1, 2]
-    for checkpoint, metrics in kept:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
-        assert state["epoch"] == metrics["epoch"]

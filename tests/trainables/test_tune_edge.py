@@ -1,7 +1,8 @@
-"""Tests for the Ray edge of the trainables (trainables/tune_edge.py): which device and how many
-threads a trial gets, and that a trial's session is freed when the trial ends, however it ends.
-The memory tests run with Python's automatic garbage collection off, so that only the
-collection under test can free a reference cycle; the trial tests run a real local Ray Tune."""
+"""Tests for the Ray edge of the trainables (trainables/tune_edge.py, trainables/device.py): which
+device and how many threads a trial gets, that a trial's session is freed when the trial ends,
+however it ends, and that `run_trial` drives every task through a real local Ray Tune. The memory
+tests run with Python's automatic garbage collection off, so that only the collection under test
+can free a reference cycle."""
 
 from __future__ import annotations
 
@@ -13,29 +14,26 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from visiontune.sweep import keep_ray_on_loopback
-from visiontune.trainables.session import CheckpointedSession, Precision, to_device
-from visiontune.trainables.tune_edge import (
-    local_device,
-    pick_device,
-    releasing_memory,
-    run_session,
-)
+from visiontune.trainables import TASKS, load_task
+from visiontune.trainables.device import local_device, pick_device, releasing_memory
+from visiontune.trainables.session import CheckpointedSession, Precision, SessionTask, to_device
+from visiontune.trainables.tune_edge import run_trial
 
 # --- a tiny real session -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     epochs: int = 2
     fail_at: int = 0  # the epoch whose training raises FloatingPointError; 0 = none
     seed: int = 0
@@ -47,7 +45,7 @@ class ProbeSession(CheckpointedSession):
     session: a reference cycle, which only a garbage collection frees (real sessions may hold
     one through a hook or a closure; this one always does)."""
 
-    def __init__(self, config: ProbeConfig, device: str = "cpu") -> None:
+    def __init__(self, config: ProbeConfig, data: Any = None, device: str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
@@ -69,6 +67,9 @@ class ProbeSession(CheckpointedSession):
         self.scheduler.step()
         self.epoch += 1
         return {"loss": loss.item(), "epoch": self.epoch}
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return {}
 
 
 @pytest.fixture
@@ -173,29 +174,43 @@ CASES = [  # trials run one at a time; Ray's node has 2 CPUs and 1 GPU slot
 ]
 
 
-def _probe_trial(config: dict[str, Any]) -> None:
-    """A trial that trains a ProbeSession through run_session and writes down what it saw: its
-    device, threads and GPU ids, how run_session ended, and whether the model was freed."""
-    import ray
+class RecordingProbeSession(ProbeSession):
+    """A ProbeSession that writes down in its `data` (a dict the trial passes through
+    run_trial), as it is built, the device, threads and GPU ids of its trial, and a weak
+    reference to its model."""
 
-    case = config["case"]
-    seen: dict[str, Any] = {}
+    def __init__(self, config: ProbeConfig, data: dict[str, Any], device: str = "cpu") -> None:
+        import ray
 
-    def make_session(device: str) -> ProbeSession:
-        session = ProbeSession(ProbeConfig(**case["session"]), device)
-        seen.update(
+        super().__init__(config, data, device)
+        data.update(
             device=device,
             threads=torch.get_num_threads(),
             gpu_ids=[str(i) for i in ray.get_gpu_ids()],
-            model=weakref.ref(session.model),
+            model=weakref.ref(self.model),
         )
-        return session
 
+
+PROBE_TASK = SessionTask(
+    name="probe",
+    Config=ProbeConfig,
+    METRICS=("loss", "epoch"),
+    DATA_FORMAT="imagefolder",
+    session_class=RecordingProbeSession,
+    summarize=lambda result, split: result,
+)
+
+
+def _probe_trial(config: dict[str, Any]) -> None:
+    """A trial that trains a probe session through run_trial and writes down what it saw: its
+    device, threads and GPU ids, how run_trial ended, and whether the model was freed."""
+    case = config["case"]
+    seen: dict[str, Any] = {}
     gc.collect()
-    gc.disable()  # only run_session's own collection may free the session's cycle
+    gc.disable()  # only run_trial's own collection may free the session's cycle
     outcome = "finished"
     try:
-        run_session(make_session, "probe.pt")
+        run_trial(case["session"], PROBE_TASK, seen)
     except FloatingPointError:
         outcome = "raised"
     finally:
@@ -207,7 +222,6 @@ def _probe_trial(config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def ray_node() -> Iterator[None]:
-    keep_ray_on_loopback()
     import ray
 
     # the probe lives in this test module, which Ray's workers cannot import by name
@@ -251,7 +265,7 @@ def test_a_trial_without_a_gpu_trains_on_the_cpu_on_a_node_with_one(probed) -> N
     assert probed["gpu"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_run_session_frees_the_session_when_the_trial_ends(probed) -> None:
+def test_run_trial_frees_the_session_when_the_trial_ends(probed) -> None:
     assert {name: record["outcome"] for name, record in probed.items()} == {
         "half-cpu": "finished",
         "half-cpu-diverges": "raised",
@@ -291,3 +305,57 @@ def test_in_a_ray_task_the_local_device_follows_the_tasks_gpus(ray_node: None) -
     else:  # only Ray's assignment, not torch, could have produced this warning
         assert with_gpu["device"] == "cpu"
         assert any("assigned GPU(s)" in message for message in with_gpu["warnings"])
+
+
+# --- every task through run_trial in Ray Tune ----------------------------------------------
+
+TINY_TRIALS = {  # two epochs of each task, small enough for a CPU
+    "classifier": {"width": 4, "batch_size": 8, "epochs": 2},
+    "faster_rcnn": {
+        "box_batch_size_per_image": 32,
+        "rpn_post_nms_top_n_test": 50,
+        "batch_size": 4,
+        "epochs": 2,
+    },
+    "yolo": {"imgsz": 64, "batch": 8, "close_mosaic": 0, "epochs": 2},
+}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("task_name", sorted(TINY_TRIALS))
+def test_run_trial_reports_every_metric_and_a_checkpoint_each_epoch_in_ray_tune(
+    ray_node: None, task_name: str, tmp_path: Path
+) -> None:
+    from ray import tune
+    from tiny_data import classification_dataset, write_detection_dataset
+
+    task = load_task(task_name)
+    data = (
+        classification_dataset()
+        if task.DATA_FORMAT == "imagefolder"
+        else write_detection_dataset(tmp_path / "data")
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_trial, task=task_name, data=data), {"cpu": 1}),
+        param_space=TINY_TRIALS[task_name],
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name=task_name),
+    )
+    results = tuner.fit()
+    assert results.errors == []
+    history = results[0].metrics_dataframe
+    # one report per epoch (ultralytics' own Ray callback, were it on, would add rows)
+    assert list(history["training_iteration"]) == [1, 2]
+    assert list(history["epoch"]) == [1, 2]
+    assert set(task.METRICS) <= set(history.columns)
+    assert not history[list(task.METRICS)].isna().any().any()
+    kept = sorted(results[0].best_checkpoints, key=lambda item: item[1]["training_iteration"])
+    assert [metrics["epoch"] for _, metrics in kept] == [1, 2]
+    for checkpoint, _ in kept:  # each is a checkpoint the task itself can evaluate
+        with checkpoint.as_directory() as directory:
+            evaluated = task.evaluate_checkpoint(Path(directory), data, "val")
+        assert any(key.startswith("val_") for key in evaluated)
+
+
+def test_every_task_has_a_tiny_trial_here() -> None:
+    assert set(TINY_TRIALS) == set(TASKS)

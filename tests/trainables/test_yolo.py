@@ -1,6 +1,6 @@
 """Tests for the YOLOv5 trainable: real ultralytics training on a tiny YOLO-layout dataset written
-here (bright boxes on a dark noisy ground, 64 px), offline, on the CPU; two tests run it through a
-real local Ray Tune."""
+here (bright boxes on a dark noisy ground, 64 px), offline, on the CPU; one test loses a trial's
+worker in a real local Ray Tune. What every task must do is tested in test_contract.py."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from support import no_network
+from tiny_data import DETECTION_COUNTS, NAMES, SIZE, write_detection_dataset
 
-from visiontune.data.detection import DetectionDataset, DetectionSplit
+from visiontune.data.detection import DetectionDataset
 from visiontune.params import config_dict
+from visiontune.trainables.tune_edge import run_trial
 from visiontune.trainables.yolo import (
     AMP_CHECK_WEIGHTS,
     METRICS,
@@ -30,65 +30,20 @@ from visiontune.trainables.yolo import (
     evaluate_checkpoint,
     offline_ultralytics,
     prepare_resume,
-    run,
     train,
     train_args,
 )
 
-NAMES = ("hot", "warm", "rare")  # "rare" has boxes in train only: absent from val and test
-SIZE = 64
-BRIGHTNESS = (230, 150, 100)  # per class, over a ground of 20..60
 TINY = dict(imgsz=SIZE, batch=8, epochs=2, close_mosaic=0)
-COUNTS = {"train": 16, "val": 8, "test": 8}
+COUNTS = DETECTION_COUNTS
 
 
 # --- a tiny dataset ------------------------------------------------------------------------
 
 
-def _write_split(root: Path, split: str, count: int, rng: np.random.Generator) -> DetectionSplit:
-    images, boxes, labels, files = [], [], [], []
-    (root / "images" / split).mkdir(parents=True)
-    (root / "labels" / split).mkdir(parents=True)
-    for index in range(count):
-        image = rng.integers(20, 60, (SIZE, SIZE)).astype(np.uint8)
-        classes = [index % 2, (index + 1) % 2]
-        if split == "train" and index % 4 == 0:
-            classes.append(2)
-        rows = []
-        for slot, label in enumerate(classes):  # one box per quadrant-wide band: no overlaps
-            w, h = (int(v) for v in rng.integers(8, 18, 2))
-            x0 = int(rng.integers(0, SIZE - w))
-            y0 = slot * SIZE // len(classes) + int(rng.integers(0, SIZE // len(classes) - h + 1))
-            image[y0 : y0 + h, x0 : x0 + w] = BRIGHTNESS[label]
-            rows.append([(x0 + w / 2) / SIZE, (y0 + h / 2) / SIZE, w / SIZE, h / SIZE])
-        path = root / "images" / split / f"{index:03d}.png"
-        Image.fromarray(image).save(path)
-        text = "".join(
-            f"{c} {' '.join(f'{v:.6f}' for v in r)}\n" for c, r in zip(classes, rows, strict=True)
-        )
-        (root / "labels" / split / f"{index:03d}.txt").write_text(text)
-        images.append(image)
-        boxes.append(np.array(rows, dtype=np.float32))
-        labels.append(np.array(classes, dtype=np.int64))
-        files.append(str(path))
-    return DetectionSplit(images, boxes, labels, files)
-
-
-def _write_dataset(root: Path, seed: int = 0) -> DetectionDataset:
-    rng = np.random.default_rng(seed)
-    splits = {split: _write_split(root, split, n, rng) for split, n in COUNTS.items()}
-    meta = {
-        "path": str(root),
-        **{s: f"images/{s}" for s in COUNTS},
-        "names": dict(enumerate(NAMES)),
-    }
-    (root / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return DetectionDataset(NAMES, splits, "tiny", root / "data.yaml")
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> DetectionDataset:
-    return _write_dataset(tmp_path_factory.mktemp("tiny-yolo"))
+    return write_detection_dataset(tmp_path_factory.mktemp("tiny-yolo"))
 
 
 # --- no network ----------------------------------------------------------------------------
@@ -397,7 +352,7 @@ def _fit(data: DetectionDataset, storage: Path, name: str, callbacks=(), max_fai
     from ray import tune
 
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run, data=data), {"cpu": 1}),
+        tune.with_resources(tune.with_parameters(run_trial, task="yolo", data=data), {"cpu": 1}),
         param_space=dict(TINY),
         tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False),
         run_config=tune.RunConfig(
@@ -412,28 +367,9 @@ def _fit(data: DetectionDataset, storage: Path, name: str, callbacks=(), max_fai
     return results[0]
 
 
-@pytest.fixture(scope="module")
-def tuned(ray_session: None, data: DetectionDataset, tmp_path_factory: pytest.TempPathFactory):
-    return _fit(data, tmp_path_factory.mktemp("ray"), "y")
-
-
-def test_run_in_ray_tune_reports_once_per_epoch_with_a_checkpoint(tuned) -> None:
-    history = tuned.metrics_dataframe
-    # ultralytics' own Ray callback, were it on, would add a checkpoint-less row per epoch
-    assert list(history["training_iteration"]) == [1, 2]
-    assert list(history["epoch"]) == [1, 2]
-    assert set(METRICS) <= set(history.columns)
-    assert not history[list(METRICS)].isna().any().any()
-    kept = sorted(tuned.best_checkpoints, key=lambda item: item[1]["training_iteration"])
-    assert [metrics["epoch"] for _, metrics in kept] == [1, 2]
-    for checkpoint, metrics in kept:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / WEIGHTS_FILE, weights_only=False)
-        assert state["epoch"] + 1 == metrics["epoch"]
-
-
+@pytest.mark.ray
 def test_trial_restored_after_losing_its_worker_continues_at_the_next_epoch(
-    tuned, data: DetectionDataset, tmp_path: Path
+    ray_session: None, straight: Run, data: DetectionDataset, tmp_path: Path
 ) -> None:
     killer = _kill_after_first_checkpoint()
     result = _fit(data, tmp_path, "restored", callbacks=[killer], max_failures=1)
@@ -441,6 +377,6 @@ def test_trial_restored_after_losing_its_worker_continues_at_the_next_epoch(
     assert [(r["training_iteration"], r["epoch"]) for r in killer.results] == [(1, 1), (2, 2)]
     first, second = killer.results
     assert first["pid"] != second["pid"]  # epoch 2 ran in the replacement worker
-    straight_lr = tuned.metrics_dataframe["lr"].tolist()
-    assert second["lr"] == pytest.approx(straight_lr[1], rel=1e-12)
+    # the LR schedule continued where the uninterrupted run was at epoch 2
+    assert second["lr"] == pytest.approx(straight.reports[1]["lr"], rel=1e-12)
     assert result.metrics["epoch"] == 2

@@ -5,6 +5,8 @@ Embedded datasets are generated into the cache directory on first use ($VISIONTU
 $XDG_CACHE_HOME/visiontune, else ~/.cache/visiontune) and then decoded like any other dataset:
 - `ir-solar-modules`: infrared crops of single solar modules, 12 classes (ImageFolder, classifier);
 - `pv-arrays`: thermal images of PV arrays, every module boxed, 5 classes (YOLO layout, detectors).
+Both are rendered with the same physics (`thermal.py`); `visiontune data make NAME --out DIR`
+(`make_embedded`) writes one as files, and is the generators' only command-line entry point.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import yaml
 from visiontune.data.files import write_tree_atomically
 from visiontune.data.imagefolder import _decode
 from visiontune.errors import InputError
+from visiontune.fileio import write_atomic
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -314,10 +314,8 @@ def _write_yolo_yaml(
         **rest,
     }
     target = folder / "data.yaml"
-    # Trials may load the same dataset at once: write aside, then rename over in one step.
-    staging = folder / f".data.yaml.{uuid.uuid4().hex[:12]}"
-    staging.write_text(yaml.safe_dump(copy, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(staging, target)
+    # Trials may load the same dataset at once: each one writes aside and renames in one step.
+    write_atomic(target, yaml.safe_dump(copy, sort_keys=False, allow_unicode=True).encode())
     return target
 
 

@@ -1,15 +1,18 @@
 """Decode an ImageFolder tree once into uint8 arrays that every trial shares.
 
 Layouts: `DIR/{train,val,test}/<class>/<image>`, or `DIR/<class>/<image>` split 70/15/15 per class
-with a fixed seed. Grayscale stays one channel (thermal data usually is); if any image is colour,
-every image becomes RGB. All images are resized to one size (default: the most common one), so a
+with a fixed seed (`stratified_split`, the split the embedded generator writes its tree with).
+Grayscale stays one channel (thermal data usually is); if any image is colour, every image
+becomes RGB. All images are resized to one size (default: the most common one), so a
 trial can index batches straight out of one array instead of running a DataLoader.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,19 +59,43 @@ class ImageDataset:
         }
 
 
-def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Per-class 70/15/15 split of indices; deterministic for a seed."""
+def _split_counts(size: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """How many of one class's images go to train, val and test; rounding slack goes to train."""
+    val, test = (round(size * f) for f in fractions[1:])
+    if size >= 3:
+        # Every split needs each class, even a class too rare to earn one image by rounding.
+        val = max(val, 1) if fractions[1] > 0 else val
+        test = max(test, 1) if fractions[2] > 0 else test
+    keep_train = 1 if fractions[0] > 0 and size > 0 else 0
+    while val + test > size - keep_train:
+        val, test = (val - 1, test) if val >= test else (val, test - 1)
+    return size - val - test, val, test
+
+
+def stratified_split(
+    labels: np.ndarray, seed: int, fractions: Sequence[float] = (0.70, 0.15, 0.15)
+) -> dict[str, np.ndarray]:
+    """Stratified train/val/test indices (sorted int64), the same for the same labels and seed.
+
+    Each class is shuffled and cut by ``fractions`` (val and test rounded, train takes the
+    rest); a class of three or more images puts at least one in every split. The embedded
+    ir-solar-modules tree is written with this split, so changing it changes that dataset.
+    """
+    fracs = tuple(float(f) for f in fractions)
+    if len(fracs) != 3 or min(fracs) < 0 or not math.isclose(sum(fracs), 1.0, abs_tol=1e-6):
+        raise InputError(f"fractions must be three numbers >= 0 summing to 1, got {fractions!r}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError(f"labels must be one-dimensional, got shape {labels.shape}")
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
     for label in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == label))
-        n_val = int(round(0.15 * len(idx)))
-        n_test = int(round(0.15 * len(idx)))
-        n_train = len(idx) - n_val - n_test
-        parts["train"].append(idx[:n_train])
-        parts["val"].append(idx[n_train : n_train + n_val])
-        parts["test"].append(idx[n_train + n_val :])
-    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+        members = rng.permutation(np.flatnonzero(labels == label))
+        train, val, _ = _split_counts(members.size, fracs)
+        for name, chunk in zip(SPLITS, np.split(members, [train, train + val]), strict=True):
+            parts[name].append(chunk)
+    empty = np.empty(0, dtype=np.int64)
+    return {name: np.sort(np.concatenate([empty, *chunks])) for name, chunks in parts.items()}
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:

@@ -3,47 +3,54 @@
 The public InfraredSolarModules dataset holds 20,000 single-channel 8-bit thermal crops of one
 photovoltaic module each, 24 px wide by 40 px tall, in 12 classes (one normal, eleven anomaly
 kinds). This module renders look-alikes so a sweep can be built and tested without the real data
-and so difficulty can be dialled with one knob.
+and so difficulty can be dialled with one knob. The module face, the shared anomaly shapes and
+the sensor come from :mod:`visiontune.data.thermal`; the crop layout, the class table and the
+ImageFolder writer are here.
 
 Run it
 ------
-Write an ImageFolder tree (``OUT/{train,val,test}/<class>/<class>_<index>.png``)::
+Write the embedded ImageFolder tree (``OUT/{train,val,test}/<class>/<class>_<index>.png``)::
 
-    python -m visiontune.data.ir_solar OUT [--num-images 4000] [--seed 0] [--contrast 1.0]
+    visiontune data make ir-solar-modules --out OUT [--seed 0]
 
-or from Python: ``write_imagefolder("OUT")``; ``generate()`` returns arrays without touching disk.
+or from Python: ``write_imagefolder("OUT", num_images=3000, seed=0, contrast=1.6)``;
+``generate()`` returns arrays without touching disk.
 
 Why the defaults
 ----------------
-* ``DEFAULT_NUM_IMAGES = 4000``: a fifth of the real dataset. It keeps the real class imbalance
-  (half No-Anomaly, a few dozen of the rarest classes) while a whole trial still trains in
-  seconds; every class is floored at ``MIN_PER_CLASS`` so each split sees each class.
-* ``DEFAULT_CONTRAST = 1.0``: anomaly amplitudes are written in units of the sensor noise
-  sigma (``_AMPLITUDE``) and were chosen by eye on a contact sheet so most anomalies are
-  visible but the weak end of every range sits near the noise, the global offset and the
-  cell-to-cell spread. Contrast multiplies all of them, so lowering it pulls every class
-  towards a plain module and towards each other; at 0 they are indistinguishable. A small
-  4-layer CNN trained for 25 epochs on 8000 images scored about 85% test accuracy at 1.0 and
-  61% at 0.5 (rare classes such as Cracking and Soiling suffer first), i.e. hard enough that
-  hyperparameters matter. Treat 1.0 as a starting point to calibrate against a real classifier.
+* ``DEFAULT_NUM_IMAGES = 3000``: 15% of the real dataset. It keeps the real class imbalance
+  (half No-Anomaly, a few dozen of the rarest classes) while an epoch of the classifier takes
+  about 5 s on one core; every class is floored at ``MIN_PER_CLASS`` so each split sees each
+  class.
+* ``DEFAULT_CONTRAST = 1.6``: anomaly amplitudes are written in units of the sensor noise
+  sigma (``AMPLITUDE``) and were chosen by eye on a contact sheet at contrast 1.0 so most
+  anomalies are visible but the weak end of every range sits near the noise, the global offset
+  and the cell-to-cell spread. Contrast multiplies all of them, so lowering it pulls every class
+  towards a plain module and towards each other; at 0 they are indistinguishable. 1.6 was then
+  calibrated with the real classifier sweep (search_spaces/classifier.yaml, 8 epochs on a CPU):
+  the seed configurations (lr 1e-4, heavy augmentation) end near 0.55-0.6 validation accuracy
+  while well-tuned trials pass 0.8, so the search has room to matter; at 1.0 the seeds barely
+  leave the 0.5 majority-class floor.
 * Everything is a pure function of the seed: the same seed gives byte-identical images, labels
   and splits, which a hyperparameter search needs to compare trials fairly.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import math
 import os
 import pathlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from visiontune.data import thermal
 from visiontune.data.files import write_tree_atomically
+from visiontune.data.imagefolder import stratified_split
+from visiontune.data.thermal import NOISE_SIGMA
 from visiontune.errors import InputError
 
 CLASS_COUNTS: dict[str, int] = {
@@ -64,21 +71,14 @@ CLASS_COUNTS: dict[str, int] = {
 # whether it comes from generate() or from reading the written tree back.
 CLASSES: tuple[str, ...] = tuple(sorted(CLASS_COUNTS))
 IMAGE_SHAPE = (40, 24)
-# Calibrated with the real classifier sweep (search_spaces/classifier.yaml, 8 epochs on a CPU):
-# at 1.6 the seed's configurations (lr 1e-4, heavy augmentation) end near 0.55-0.6 validation
-# accuracy while well-tuned trials pass 0.8, so the search has room to matter; at 1.0 the seeds
-# barely leave the 0.5 majority-class floor. 3000 images keep an epoch at ~5 s on one core.
+# Why these two: see "Why the defaults" in the module docstring.
 DEFAULT_NUM_IMAGES: int = 3000
 DEFAULT_CONTRAST: float = 1.6
 MIN_PER_CLASS = 6
-SPLITS = ("train", "val", "test")
 
-# Reference sensor noise in grey levels; anomaly amplitudes below are multiples of it.
-NOISE_SIGMA = 5.0
-_CELL_COLS, _CELL_ROWS = 6, 10
 # Anomaly amplitude ranges in noise sigmas at contrast 1 (negative = cooler). The low ends are
 # deliberately close to the normal-module nuisances so that some samples are borderline.
-_AMPLITUDE: dict[str, tuple[float, float]] = {
+AMPLITUDE: dict[str, tuple[float, float]] = {
     "Cell": (2.5, 6.0),
     "Cell-Multi": (2.0, 5.0),
     "Cracking": (3.0, 6.0),
@@ -101,19 +101,14 @@ _COL_EDGE.flags.writeable = False
 
 
 @dataclass(frozen=True)
-class _Module:
-    """Where the module lies in the crop; u, v run 0..1 across it at pixel centres."""
+class _Crop(thermal.ModuleFace):
+    """The module filling a crop, its top-left corner at (left, top) px; always portrait."""
 
     left: float
     top: float
-    width: float
-    height: float
-    cover: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
 
-    def box(self, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
-        """Coverage of a rectangle given in module coordinates."""
+    def rect(self, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
+        """Exact area coverage of a rectangle given in module coordinates."""
         return _box(
             self.left + u0 * self.width,
             self.left + u1 * self.width,
@@ -135,32 +130,7 @@ def _box(x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
     return cover_y * cover_x
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # tanh form never overflows, unlike 1 / (1 + exp(-x)) for very negative x.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _blob(x: float, y: float, sigma: float) -> np.ndarray:
-    return np.exp(-((_COL_EDGE + 0.5 - x) ** 2 + (_ROW_EDGE + 0.5 - y) ** 2) / (2 * sigma**2))
-
-
-def _smooth_noise(
-    rng: np.random.Generator, m: _Module, lattice_shape: tuple[int, int]
-) -> np.ndarray:
-    """Bilinearly upsampled random lattice in [-1, 1]: a cheap stand-in for Perlin noise."""
-    rows, cols = lattice_shape
-    lattice = rng.uniform(-1.0, 1.0, lattice_shape)
-    gy = np.clip(m.v, 0, 1) * (rows - 1)
-    gx = np.clip(m.u, 0, 1) * (cols - 1)
-    y0 = np.minimum(gy.astype(int), rows - 2)
-    x0 = np.minimum(gx.astype(int), cols - 2)
-    fy, fx = gy - y0, gx - x0
-    top = lattice[y0, x0] * (1 - fx) + lattice[y0, x0 + 1] * fx
-    bottom = lattice[y0 + 1, x0] * (1 - fx) + lattice[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def _place_module(rng: np.random.Generator) -> _Module:
+def _place_module(rng: np.random.Generator) -> _Crop:
     # Real crops come from a detector's boxes, so the module is rarely perfectly centred and a
     # sliver of background (0-2 px) shows on some sides.
     left, right, top, bottom = rng.uniform(0.0, 2.0, 4)
@@ -168,32 +138,21 @@ def _place_module(rng: np.random.Generator) -> _Module:
     u = np.broadcast_to((_COL_EDGE + 0.5 - left) / width, IMAGE_SHAPE)
     v = np.broadcast_to((_ROW_EDGE + 0.5 - top) / height, IMAGE_SHAPE)
     cover = _box(left, _WIDTH - right, top, _HEIGHT - bottom)
-    return _Module(left, top, width, height, cover, u, v)
+    return _Crop(u=u, v=v, cover=cover, width=width, height=height, left=left, top=top)
 
 
-def _grid_lines(m: _Module) -> np.ndarray:
-    """1 on the gaps between cells, fading to 0 one pixel away."""
-    across = m.u * _CELL_COLS
-    down = m.v * _CELL_ROWS
-    dist_x = np.abs(across - np.rint(across)) * (m.width / _CELL_COLS)
-    dist_y = np.abs(down - np.rint(down)) * (m.height / _CELL_ROWS)
-    return np.clip(1.0 - np.minimum(dist_x, dist_y), 0.0, 1.0)
-
-
-def _normal_scene(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _normal_scene(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     """A healthy module on its background, in grey levels, before optics and sensor."""
     # The offset stands in for ambient temperature and palette range; it is kept within a few
     # noise sigmas so Offline-Module (a uniformly warmer module) stays learnable at all.
     background = 110.0 + NOISE_SIGMA * rng.uniform(-5.0, 5.0)
     module_delta = NOISE_SIGMA * rng.uniform(2.0, 6.0)
-    # Cells are never identical (binning, soldering), which is what makes one hot cell subtle.
-    cell_spread = rng.normal(0.0, 0.35, (_CELL_ROWS, _CELL_COLS))
-    rows = np.clip((m.v * _CELL_ROWS).astype(int), 0, _CELL_ROWS - 1)
-    cols = np.clip((m.u * _CELL_COLS).astype(int), 0, _CELL_COLS - 1)
-    grid_depth, frame_depth = rng.uniform(0.8, 1.5), rng.uniform(0.5, 1.5)
-    body = module_delta + NOISE_SIGMA * (cell_spread[rows, cols] - grid_depth * _grid_lines(m))
+    body = module_delta + thermal.cell_pattern(
+        m, rng, spread=0.35, grid_depth=(0.8, 1.5), falloff=1.0
+    )
     # The aluminium frame has low emissivity, so it reads cooler than the glass.
-    frame = m.cover - m.box(0.04, 0.96, 0.025, 0.975)
+    frame_depth = rng.uniform(0.5, 1.5)
+    frame = m.cover - m.rect(0.04, 0.96, 0.025, 0.975)
     scene = background + m.cover * body - NOISE_SIGMA * frame_depth * frame
     return scene + _gradient(rng)
 
@@ -206,105 +165,64 @@ def _gradient(rng: np.random.Generator) -> np.ndarray:
     return span * along / _HEIGHT
 
 
-def _blur(image: np.ndarray, weight: float) -> np.ndarray:
-    """Separable 3-tap blur [w, 1-2w, w]: the optics of a low-resolution drone camera."""
-    padded = np.pad(image, 1, mode="edge")
-    rows = weight * (padded[:-2] + padded[2:]) + (1 - 2 * weight) * padded[1:-1]
-    return weight * (rows[:, :-2] + rows[:, 2:]) + (1 - 2 * weight) * rows[:, 1:-1]
+def _hot_cell(m: _Crop, rng: np.random.Generator) -> np.ndarray:
+    index = int(rng.integers(thermal.CELLS_SHORT * thermal.CELLS_LONG))
+    return thermal.amplitude(rng, AMPLITUDE["Cell"]) * thermal.cell(m, index)
 
 
-def _expose(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Optics blur, sensor noise (about NOISE_SIGMA per pixel in all) and 8-bit output."""
-    sigma = NOISE_SIGMA * rng.uniform(0.75, 1.25)
-    # Crops are resampled from larger frames, so most of the noise arrives spatially
-    # correlated; adding it before the blur imitates that, the rest is per-pixel read noise.
-    blurred = _blur(scene + rng.normal(0.0, 1.4 * sigma, IMAGE_SHAPE), rng.uniform(0.12, 0.28))
-    noise = rng.normal(0.0, 0.6 * sigma, IMAGE_SHAPE)
-    # Microbolometers have per-row and per-column offsets that flat-field correction misses.
-    row_offsets = rng.normal(0.0, 0.25 * sigma, (_HEIGHT, 1))
-    stripes = row_offsets + rng.normal(0.0, 0.25 * sigma, (1, _WIDTH))
-    return np.clip(np.rint(blurred + noise + stripes), 0, 255).astype(np.uint8)
-
-
-def _amp(name: str, rng: np.random.Generator) -> float:
-    return float(rng.uniform(*_AMPLITUDE[name]))
-
-
-def _cell(m: _Module, row: int, col: int) -> np.ndarray:
-    return m.box(col / _CELL_COLS, (col + 1) / _CELL_COLS, row / _CELL_ROWS, (row + 1) / _CELL_ROWS)
-
-
-def _no_anomaly(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    return np.zeros(IMAGE_SHAPE)
-
-
-def _hot_cell(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    index = int(rng.integers(_CELL_ROWS * _CELL_COLS))
-    return _amp("Cell", rng) * _cell(m, *divmod(index, _CELL_COLS))
-
-
-def _hot_cells(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    count = int(rng.integers(2, 6))
-    picks = rng.choice(_CELL_ROWS * _CELL_COLS, size=count, replace=False)
-    field = np.zeros(IMAGE_SHAPE)
-    for index in picks:
-        field += _amp("Cell-Multi", rng) * _cell(m, *divmod(int(index), _CELL_COLS))
-    return field
-
-
-def _crack(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _crack(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     """A wandering one-pixel line: cracked cell parts heat up along the break."""
     field = np.zeros(IMAGE_SHAPE)
     x, y = m.point(rng, pad=0.15)
     heading = rng.uniform(0.0, 2 * math.pi)
-    amplitude = _amp("Cracking", rng)
+    strength = thermal.amplitude(rng, AMPLITUDE["Cracking"])
     for _ in range(int(rng.integers(8, 20))):
         heading += rng.normal(0.0, 0.45)
         x, y = x + math.cos(heading), y + math.sin(heading)
         if not (m.left < x < m.left + m.width and m.top < y < m.top + m.height):
             break
-        field[int(y), int(x)] = amplitude
+        field[int(y), int(x)] = strength
     return field
 
 
-def _substrings(m: _Module, rng: np.random.Generator, name: str, count: int) -> np.ndarray:
+def _substrings(m: _Crop, rng: np.random.Generator, name: str, count: int) -> np.ndarray:
     # A 6x10 module has three bypass diodes, each guarding two full-height cell columns; an
     # active diode dumps that substring's power as heat.
-    amplitude = _amp(name, rng)
+    strength = thermal.amplitude(rng, AMPLITUDE[name])
     field = np.zeros(IMAGE_SHAPE)
     for third in rng.choice(3, size=count, replace=False):
-        field += amplitude * rng.uniform(0.85, 1.15) * m.box(third / 3, (third + 1) / 3, 0, 1)
+        field += strength * rng.uniform(0.85, 1.15) * m.rect(third / 3, (third + 1) / 3, 0, 1)
     return field
 
 
-def _diode(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _diode(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     return _substrings(m, rng, "Diode", 1)
 
 
-def _diodes(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _diodes(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     return _substrings(m, rng, "Diode-Multi", 2)
 
 
-def _hot_spot(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _point_defect(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     # Smaller than a cell (cells are ~4 px): a point defect, not a whole hot cell.
-    return _amp("Hot-Spot", rng) * _blob(*m.point(rng), rng.uniform(0.5, 0.9))
+    x, y = m.point(rng)
+    return thermal.spot(_COL_EDGE + 0.5 - x, _ROW_EDGE + 0.5 - y, rng.uniform(0.5, 0.9))
 
 
-def _hot_spots(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _hot_spot(m: _Crop, rng: np.random.Generator) -> np.ndarray:
+    return thermal.amplitude(rng, AMPLITUDE["Hot-Spot"]) * _point_defect(m, rng)
+
+
+def _hot_spots(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     field = np.zeros(IMAGE_SHAPE)
     for _ in range(int(rng.integers(2, 5))):
         field = np.maximum(
-            field, _amp("Hot-Spot-Multi", rng) * _blob(*m.point(rng), rng.uniform(0.5, 0.9))
+            field, thermal.amplitude(rng, AMPLITUDE["Hot-Spot-Multi"]) * _point_defect(m, rng)
         )
     return field
 
 
-def _offline(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    # An open-circuit module turns all absorbed light into heat, evenly over every cell.
-    return np.full(IMAGE_SHAPE, _amp("Offline-Module", rng))
-
-
-def _shadow(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _shadow(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     """A soft-edged cool half-plane: a band from one edge or a diagonal corner."""
     if rng.random() < 0.6:
         angle = rng.integers(4) * math.pi / 2
@@ -312,49 +230,44 @@ def _shadow(m: _Module, rng: np.random.Generator) -> np.ndarray:
         angle = (rng.integers(4) + 0.5) * math.pi / 2 + rng.normal(0.0, 0.2)
     depth = (m.u - 0.5) * m.width * math.cos(angle) + (m.v - 0.5) * m.height * math.sin(angle)
     threshold = np.quantile(depth[m.cover > 0.5], 1.0 - rng.uniform(0.15, 0.5))
-    return -_amp("Shadowing", rng) * _sigmoid((depth - threshold) / rng.uniform(0.4, 1.2))
+    strength = thermal.amplitude(rng, AMPLITUDE["Shadowing"])
+    return -strength * thermal.sigmoid((depth - threshold) / rng.uniform(0.4, 1.2))
 
 
-def _soiling(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    # Rain drains dirt to the lower frame, so patches thin out with distance from the bottom.
-    threshold = rng.uniform(-0.4, 0.1)
-    patches = np.clip(_smooth_noise(rng, m, (10, 6)) - threshold, 0, None) / (1 - threshold)
-    near_bottom = np.exp(-(1 - m.v) / rng.uniform(0.15, 0.35))
+def _soiling(m: _Crop, rng: np.random.Generator) -> np.ndarray:
+    patches, near_bottom = thermal.dirt(m, rng, (10, 6))
+    # Dirt also collects in a thin line along the bottom frame.
     rim = np.exp(-np.clip(1 - m.v, 0, None) * m.height / 1.5)
-    return _amp("Soiling", rng) * (patches * near_bottom + 0.6 * rim)
+    return thermal.amplitude(rng, AMPLITUDE["Soiling"]) * (patches * near_bottom + 0.6 * rim)
 
 
-def _vegetation(m: _Module, rng: np.random.Generator) -> np.ndarray:
+def _vegetation(m: _Crop, rng: np.random.Generator) -> np.ndarray:
     """Foliage grows in from one edge with a ragged front and leafy warm/cool texture."""
     edge = rng.choice(3, p=(0.6, 0.2, 0.2))
     depth, along = ((1 - m.v, m.u), (m.u, m.v), (1 - m.u, m.v))[edge]
     knots = rng.uniform(0.1, 0.55, 6)
-    front = np.interp(along, np.linspace(0, 1, 6), knots) + 0.08 * _smooth_noise(rng, m, (14, 9))
-    mask = _sigmoid((front - depth) / 0.04)
+    ragged = 0.08 * thermal.smooth_noise(rng, m.u, m.v, (14, 9))
+    front = np.interp(along, np.linspace(0, 1, 6), knots) + ragged
+    mask = thermal.sigmoid((front - depth) / 0.04)
     # Leaves shade the cells (cooler) but sunlit leaves are warm; shading wins on average.
-    texture = rng.uniform(-0.6, 0.2) + _smooth_noise(rng, m, (13, 8))
-    return _amp("Vegetation", rng) * mask * texture
+    texture = rng.uniform(-0.6, 0.2) + thermal.smooth_noise(rng, m.u, m.v, (13, 8))
+    return thermal.amplitude(rng, AMPLITUDE["Vegetation"]) * mask * texture
 
 
-_ANOMALIES: dict[str, Callable[[_Module, np.random.Generator], np.ndarray]] = {
-    "No-Anomaly": _no_anomaly,
+_ANOMALIES: dict[str, Callable[[_Crop, np.random.Generator], np.ndarray]] = {
+    "No-Anomaly": thermal.no_anomaly,
     "Cell": _hot_cell,
-    "Cell-Multi": _hot_cells,
+    "Cell-Multi": functools.partial(thermal.hot_cells, bounds=AMPLITUDE["Cell-Multi"], most=5),
     "Cracking": _crack,
     "Diode": _diode,
     "Diode-Multi": _diodes,
     "Hot-Spot": _hot_spot,
     "Hot-Spot-Multi": _hot_spots,
-    "Offline-Module": _offline,
+    "Offline-Module": functools.partial(thermal.offline, bounds=AMPLITUDE["Offline-Module"]),
     "Shadowing": _shadow,
     "Soiling": _soiling,
     "Vegetation": _vegetation,
 }
-
-
-def _check_contrast(contrast: float) -> None:
-    if not (math.isfinite(contrast) and contrast >= 0):
-        raise InputError(f"contrast must be a finite number >= 0, got {contrast!r}")
 
 
 def render(
@@ -367,12 +280,12 @@ def render(
     """
     if class_name not in _ANOMALIES:
         raise InputError(f"unknown class {class_name!r}; expected one of {', '.join(CLASSES)}")
-    _check_contrast(contrast)
+    thermal.check_contrast(contrast)
     module = _place_module(rng)
     scene = _normal_scene(module, rng)
     anomaly = _ANOMALIES[class_name](module, rng)
     scene = scene + contrast * NOISE_SIGMA * module.cover * anomaly
-    return _expose(scene, rng)
+    return thermal.expose(scene, rng)
 
 
 def _class_sizes(num_images: int) -> np.ndarray:
@@ -398,54 +311,20 @@ def generate(
     num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, contrast: float = DEFAULT_CONTRAST
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 40, 24) and labels int64 (N,) indexing CLASSES, shuffled, from one seed."""
-    _check_contrast(contrast)
+    thermal.check_contrast(contrast)
     sizes = _class_sizes(int(num_images))
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(len(CLASSES), dtype=np.int64), sizes))
     images = np.empty((labels.size, *IMAGE_SHAPE), dtype=np.uint8)
     # Each image is a few dozen tiny array operations; batching them across images would save
-    # little (4000 images take about a second) and would tangle the per-class shapes.
+    # little (the default 3000 take about a second) and would tangle the per-class shapes.
     for i, label in enumerate(labels):
         images[i] = render(CLASSES[label], rng, contrast)
     return images, labels
 
 
-def _split_counts(size: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
-    """How many of one class's images go to train, val and test; rounding slack goes to train."""
-    val, test = (round(size * f) for f in fractions[1:])
-    if size >= 3:
-        # Every split needs each class, even a class too rare to earn one image by rounding.
-        val = max(val, 1) if fractions[1] > 0 else val
-        test = max(test, 1) if fractions[2] > 0 else test
-    keep_train = 1 if fractions[0] > 0 and size > 0 else 0
-    while val + test > size - keep_train:
-        val, test = (val - 1, test) if val >= test else (val, test - 1)
-    return size - val - test, val, test
-
-
-def split_indices(
-    labels: np.ndarray, seed: int, fractions: Sequence[float] = (0.70, 0.15, 0.15)
-) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices (sorted int64), the same for the same labels and seed."""
-    fracs = tuple(float(f) for f in fractions)
-    if len(fracs) != 3 or min(fracs) < 0 or not math.isclose(sum(fracs), 1.0, abs_tol=1e-6):
-        raise InputError(f"fractions must be three numbers >= 0 summing to 1, got {fractions!r}")
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise InputError(f"labels must be one-dimensional, got shape {labels.shape}")
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        train, val, _ = _split_counts(members.size, fracs)
-        for name, chunk in zip(SPLITS, np.split(members, [train, train + val]), strict=True):
-            parts[name].append(chunk)
-    empty = np.empty(0, dtype=np.int64)
-    return {name: np.sort(np.concatenate([empty, *chunks])) for name, chunks in parts.items()}
-
-
 def _write_tree(root: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
-    for split, indices in split_indices(labels, seed).items():
+    for split, indices in stratified_split(labels, seed).items():
         for name in CLASSES:
             # Empty class folders still matter: ImageFolder numbers classes by folder listing.
             (root / split / name).mkdir(parents=True)
@@ -467,25 +346,3 @@ def write_imagefolder(
     """
     images, labels = generate(num_images, seed, contrast)
     return write_tree_atomically(out_dir, lambda root: _write_tree(root, images, labels, seed))
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Write a synthetic InfraredSolarModules ImageFolder tree."
-    )
-    parser.add_argument("out_dir", help="directory to create; must not exist or be empty")
-    parser.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--contrast", type=float, default=DEFAULT_CONTRAST)
-    args = parser.parse_args(argv)
-    try:
-        root = write_imagefolder(args.out_dir, args.num_images, args.seed, args.contrast)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(root)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -2,20 +2,23 @@
 
 Each image is one 8-bit thermal frame looking down on a few rows of modules (2-4 rows of 3-6
 modules, 14-30 px per side at 128 px, small gaps within a row, wider aisles between rows, a
-slight rotation) on cooler ground with its own texture and row shadows. Every module gets a box and one of the five classes of
-the seed's detection set, in its order: ``NAMES``. No-Anomaly is most boxes (``CLASS_SHARES``);
-"Unclassified" collects the other anomaly kinds (hot spots, active bypass diodes, offline
-modules, soiling). The module appearance and the sensor model follow
-:mod:`visiontune.data.ir_solar` (cells, cooler frame, offset, gradient, correlated noise, blur,
-row/column stripes), so a detector and the module classifier see the same physics.
+slight rotation) on cooler ground with its own texture and row shadows. Every module gets a
+box and one of the five classes of the seed's detection set, in its order: ``NAMES``.
+No-Anomaly is most boxes (``CLASS_SHARES``); "Unclassified" collects the other anomaly kinds
+(hot spots, active bypass diodes, offline modules, soiling). The module face, the shared anomaly
+shapes and the sensor come from :mod:`visiontune.data.thermal`, which
+:mod:`visiontune.data.ir_solar` renders with too, so a detector and the module classifier see
+the same physics; the array layout, the ground, the class table and the YOLO writer are here.
 
 Run it
 ------
-Write a YOLO dataset (``OUT/data.yaml``, ``OUT/images/<split>/*.png``, ``OUT/labels/<split>/*.txt``)::
+Write the embedded YOLO dataset (``OUT/data.yaml``, ``OUT/images/<split>/*.png``,
+``OUT/labels/<split>/*.txt``)::
 
-    python -m visiontune.data.pv_arrays OUT [--seed 0] [--contrast 1.0] [--size 128]
+    visiontune data make pv-arrays --out OUT [--seed 0]
 
-or from Python: ``write_yolo("OUT")``; ``render(rng)`` returns one image with its boxes.
+or from Python: ``write_yolo("OUT", {"train": 96, "val": 32, "test": 32}, seed=0,
+contrast=1.0, size=128)``; ``render(rng)`` returns one image with its boxes.
 
 Why the defaults
 ----------------
@@ -26,7 +29,7 @@ Why the defaults
   class to appear in every split (the rarest classes are ~8% of boxes, a few dozen per
   evaluation split) while an epoch stays cheap enough for a sweep on a CPU.
 * ``DEFAULT_CONTRAST = 1.0``: anomaly amplitudes are in units of the sensor noise sigma
-  (``_AMPLITUDE``) and were chosen by eye on a contact sheet so most anomalies are visible
+  (``AMPLITUDE``) and were chosen by eye on a contact sheet so most anomalies are visible
   while the weak end of each range sits near the noise and the cell-to-cell spread. Contrast
   multiplies all of them: at 0 every module looks healthy and only the boxes remain learnable.
   A YOLOv5n trained from scratch on the default set (ultralytics, SGD lr0 0.01, batch 16,
@@ -39,26 +42,21 @@ Why the defaults
 
 from __future__ import annotations
 
-import argparse
+import functools
 import math
 import os
 import pathlib
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import yaml
 from PIL import Image
 
-from visiontune.data.detection import format_labels
+from visiontune.data import thermal
+from visiontune.data.detection import SPLITS, format_labels
 from visiontune.data.files import write_tree_atomically
-from visiontune.data.ir_solar import (
-    NOISE_SIGMA,
-    _blur,
-    _check_contrast,
-    _sigmoid,
-)
+from visiontune.data.thermal import NOISE_SIGMA
 from visiontune.errors import InputError
 
 NAMES: tuple[str, ...] = ("No-Anomaly", "Shadowing", "Cell-Multi", "Cell", "Unclassified")
@@ -67,10 +65,9 @@ CLASS_SHARES: tuple[float, ...] = (0.64, 0.08, 0.08, 0.11, 0.09)
 IMAGE_SIZE: int = 128
 DEFAULT_NUM_IMAGES: dict[str, int] = {"train": 96, "val": 32, "test": 32}
 DEFAULT_CONTRAST: float = 1.0
-SPLITS = ("train", "val", "test")
 
 # Anomaly amplitude ranges in noise sigmas at contrast 1 (negative = cooler).
-_AMPLITUDE: dict[str, tuple[float, float]] = {
+AMPLITUDE: dict[str, tuple[float, float]] = {
     "Shadowing": (1.5, 4.5),
     "Cell-Multi": (3.0, 8.0),
     "Cell": (4.0, 10.0),
@@ -79,8 +76,7 @@ _AMPLITUDE: dict[str, tuple[float, float]] = {
     "Offline-Module": (2.5, 5.0),
     "Soiling": (2.5, 5.0),
 }
-# A 60-cell module: 6 cells across its short side, 10 along its long side.
-_CELLS_SHORT, _CELLS_LONG = 6, 10
+
 _REFERENCE_SIZE = 128  # layout lengths below are in pixels at this image size
 _SHORT_SIDE = (14.0, 19.0)
 _ASPECT = (1.5, 1.75)  # long side / short side; long sides stop at _LONG_SIDE_MAX
@@ -89,29 +85,10 @@ _MARGIN = 3.0  # between the array and the image border
 
 
 @dataclass(frozen=True)
-class _Module:
-    """One module's pixel window and its own coordinates there.
-
-    ``u`` runs 0..1 across the module's width and ``v`` 0..1 down its height (the module's own
-    axes, so they follow the array's rotation); ``cover`` is the anti-aliased footprint.
-    """
+class _Module(thermal.ModuleFace):
+    """One module's pixel window in the frame; ``u``, ``v`` follow the array's rotation there."""
 
     window: tuple[slice, slice]
-    u: np.ndarray
-    v: np.ndarray
-    cover: np.ndarray
-    width: float
-    height: float
-
-    @property
-    def portrait(self) -> bool:
-        return self.height >= self.width
-
-    def cells(self) -> tuple[int, int]:
-        """(rows, cols) of cells."""
-        if self.portrait:
-            return _CELLS_LONG, _CELLS_SHORT
-        return _CELLS_SHORT, _CELLS_LONG
 
     def rect(self, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
         """Soft coverage of a rectangle given in module coordinates."""
@@ -194,23 +171,8 @@ def _module_at(centre: np.ndarray, layout: _Layout, size: int) -> tuple[_Module,
     inside = np.minimum(layout.width / 2 - np.abs(along), layout.height / 2 - np.abs(down))
     cover = np.clip(inside + 0.5, 0.0, 1.0)
     window = (slice(y0, y1), slice(x0, x1))
-    return _Module(window, u, v, cover, layout.width, layout.height), box
-
-
-def _smooth_noise(
-    rng: np.random.Generator, u: np.ndarray, v: np.ndarray, lattice_shape: tuple[int, int]
-) -> np.ndarray:
-    """Bilinearly upsampled random lattice in [-1, 1] over u, v in [0, 1]."""
-    rows, cols = lattice_shape
-    lattice = rng.uniform(-1.0, 1.0, lattice_shape)
-    gy = np.clip(v, 0, 1) * (rows - 1)
-    gx = np.clip(u, 0, 1) * (cols - 1)
-    y0 = np.minimum(gy.astype(int), rows - 2)
-    x0 = np.minimum(gx.astype(int), cols - 2)
-    fy, fx = gy - y0, gx - x0
-    top = lattice[y0, x0] * (1 - fx) + lattice[y0, x0 + 1] * fx
-    bottom = lattice[y0 + 1, x0] * (1 - fx) + lattice[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    module = _Module(u=u, v=v, cover=cover, width=layout.width, height=layout.height, window=window)
+    return module, box
 
 
 def _ground(rng: np.random.Generator, size: int, layout: _Layout) -> np.ndarray:
@@ -220,7 +182,8 @@ def _ground(rng: np.random.Generator, size: int, layout: _Layout) -> np.ndarray:
     angle = rng.uniform(0.0, 2 * math.pi)
     tilt = NOISE_SIGMA * rng.uniform(0.0, 4.0)
     along = ((xs - size / 2) * math.cos(angle) + (ys - size / 2) * math.sin(angle)) / size
-    texture = NOISE_SIGMA * rng.uniform(0.4, 1.5) * _smooth_noise(rng, xs / size, ys / size, (7, 7))
+    texture_depth = NOISE_SIGMA * rng.uniform(0.4, 1.5)
+    texture = texture_depth * thermal.smooth_noise(rng, xs / size, ys / size, (7, 7))
     # Each row shades a strip of ground on its side away from the sun, which stays cooler.
     shade_depth = NOISE_SIGMA * rng.uniform(0.5, 1.5)
     shade_width = layout.aisle * rng.uniform(0.3, 0.8)
@@ -237,41 +200,13 @@ def _ground(rng: np.random.Generator, size: int, layout: _Layout) -> np.ndarray:
     return level + tilt * along + texture - shade_depth * shade
 
 
-def _grid_lines(m: _Module) -> np.ndarray:
-    """1 on the thin gaps between cells, fading to 0 half a pixel away."""
-    rows, cols = m.cells()
-    across, down = m.u * cols, m.v * rows
-    dist_x = np.abs(across - np.rint(across)) * (m.width / cols)
-    dist_y = np.abs(down - np.rint(down)) * (m.height / rows)
-    return np.clip(1.0 - 2.0 * np.minimum(dist_x, dist_y), 0.0, 1.0)
-
-
 def _healthy(m: _Module, rng: np.random.Generator, warmth: float) -> np.ndarray:
     """A healthy module's excess over the ground, in grey levels (before masking by cover)."""
-    rows, cols = m.cells()
-    # Cells are never identical (binning, soldering), which is what makes one hot cell subtle.
-    spread = rng.normal(0.0, 0.3, (rows, cols))
-    r = np.clip((m.v * rows).astype(int), 0, rows - 1)
-    c = np.clip((m.u * cols).astype(int), 0, cols - 1)
-    grid_depth, frame_depth = rng.uniform(0.3, 0.8), rng.uniform(0.5, 1.5)
-    body = warmth + NOISE_SIGMA * (spread[r, c] - grid_depth * _grid_lines(m))
+    body = warmth + thermal.cell_pattern(m, rng, spread=0.3, grid_depth=(0.3, 0.8), falloff=2.0)
     # The aluminium frame has low emissivity, so it reads cooler than the glass.
+    frame_depth = rng.uniform(0.5, 1.5)
     frame = 1.0 - m.rect(0.05, 0.95, 0.03, 0.97)
     return body - NOISE_SIGMA * frame_depth * frame
-
-
-def _amp(name: str, rng: np.random.Generator) -> float:
-    return float(rng.uniform(*_AMPLITUDE[name]))
-
-
-def _cell(m: _Module, index: int) -> np.ndarray:
-    rows, cols = m.cells()
-    row, col = divmod(index, cols)
-    return m.rect(col / cols, (col + 1) / cols, row / rows, (row + 1) / rows)
-
-
-def _no_anomaly(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    return np.zeros_like(m.u)
 
 
 def _shadow(m: _Module, rng: np.random.Generator) -> np.ndarray:
@@ -281,24 +216,21 @@ def _shadow(m: _Module, rng: np.random.Generator) -> np.ndarray:
     depth = (m.u - 0.5) * math.cos(angle) * m.width + (m.v - 0.5) * math.sin(angle) * m.height
     reach = math.hypot(m.width * math.cos(angle), m.height * math.sin(angle)) / 2
     threshold = reach * (1.0 - 2.0 * rng.uniform(0.15, 0.55))
-    return -_amp("Shadowing", rng) * _sigmoid((depth - threshold) / rng.uniform(0.4, 1.0))
+    strength = thermal.amplitude(rng, AMPLITUDE["Shadowing"])
+    return -strength * thermal.sigmoid((depth - threshold) / rng.uniform(0.4, 1.0))
 
 
 def _hot_cell(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    return _amp("Cell", rng) * _cell(m, int(rng.integers(_CELLS_SHORT * _CELLS_LONG)))
-
-
-def _hot_cells(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    picks = rng.choice(_CELLS_SHORT * _CELLS_LONG, size=int(rng.integers(2, 7)), replace=False)
-    return sum(_amp("Cell-Multi", rng) * _cell(m, int(index)) for index in picks)
+    strength = thermal.amplitude(rng, AMPLITUDE["Cell"])
+    return strength * thermal.cell(m, int(rng.integers(thermal.CELLS_SHORT * thermal.CELLS_LONG)))
 
 
 def _hot_spot(m: _Module, rng: np.random.Generator) -> np.ndarray:
     # Smaller than a cell: a point defect (a failed solder joint), much hotter than a hot cell.
     u, v = rng.uniform(0.15, 0.85, 2)
     sigma = rng.uniform(0.5, 0.9)
-    dist2 = ((m.u - u) * m.width) ** 2 + ((m.v - v) * m.height) ** 2
-    return _amp("Hot-Spot", rng) * np.exp(-dist2 / (2 * sigma**2))
+    blob = thermal.spot((m.u - u) * m.width, (m.v - v) * m.height, sigma)
+    return thermal.amplitude(rng, AMPLITUDE["Hot-Spot"]) * blob
 
 
 def _diode(m: _Module, rng: np.random.Generator) -> np.ndarray:
@@ -307,23 +239,20 @@ def _diode(m: _Module, rng: np.random.Generator) -> np.ndarray:
     third = int(rng.integers(3))
     lo, hi = third / 3, (third + 1) / 3
     strip = m.rect(lo, hi, 0, 1) if m.portrait else m.rect(0, 1, lo, hi)
-    return _amp("Diode", rng) * strip
-
-
-def _offline(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    # An open-circuit module turns all absorbed light into heat, evenly over every cell.
-    return np.full_like(m.u, _amp("Offline-Module", rng))
+    return thermal.amplitude(rng, AMPLITUDE["Diode"]) * strip
 
 
 def _soiling(m: _Module, rng: np.random.Generator) -> np.ndarray:
-    # Rain drains dirt to the lower frame, so patches thin out with distance from the bottom.
-    threshold = rng.uniform(-0.4, 0.1)
-    patches = np.clip(_smooth_noise(rng, m.u, m.v, (8, 5)) - threshold, 0, None) / (1 - threshold)
-    near_bottom = np.exp(-(1 - m.v) / rng.uniform(0.15, 0.35))
-    return _amp("Soiling", rng) * patches * near_bottom
+    patches, near_bottom = thermal.dirt(m, rng, (8, 5))
+    return thermal.amplitude(rng, AMPLITUDE["Soiling"]) * patches * near_bottom
 
 
-_UNCLASSIFIED = (_hot_spot, _diode, _offline, _soiling)
+_UNCLASSIFIED: tuple[Callable[[_Module, np.random.Generator], np.ndarray], ...] = (
+    _hot_spot,
+    _diode,
+    functools.partial(thermal.offline, bounds=AMPLITUDE["Offline-Module"]),
+    _soiling,
+)
 
 
 def _unclassified(m: _Module, rng: np.random.Generator) -> np.ndarray:
@@ -331,23 +260,12 @@ def _unclassified(m: _Module, rng: np.random.Generator) -> np.ndarray:
 
 
 _ANOMALIES: tuple[Callable[[_Module, np.random.Generator], np.ndarray], ...] = (
-    _no_anomaly,
+    thermal.no_anomaly,
     _shadow,
-    _hot_cells,
+    functools.partial(thermal.hot_cells, bounds=AMPLITUDE["Cell-Multi"], most=6),
     _hot_cell,
     _unclassified,
 )
-
-
-def _expose(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Optics blur, sensor noise (about NOISE_SIGMA per pixel in all) and 8-bit output."""
-    sigma = NOISE_SIGMA * rng.uniform(0.75, 1.25)
-    blurred = _blur(scene + rng.normal(0.0, 1.4 * sigma, scene.shape), rng.uniform(0.12, 0.28))
-    noise = rng.normal(0.0, 0.6 * sigma, scene.shape)
-    # Microbolometers have per-row and per-column offsets that flat-field correction misses.
-    stripes = rng.normal(0.0, 0.25 * sigma, (scene.shape[0], 1))
-    stripes = stripes + rng.normal(0.0, 0.25 * sigma, (1, scene.shape[1]))
-    return np.clip(np.rint(blurred + noise + stripes), 0, 255).astype(np.uint8)
 
 
 def _check_size(size: int) -> None:
@@ -365,7 +283,7 @@ def render(
     contrasts gives the same scene with stronger or weaker anomalies.
     """
     _check_size(size)
-    _check_contrast(contrast)
+    thermal.check_contrast(contrast)
     layout = _draw_layout(rng, size)
     scene = _ground(rng, size, layout)
     warmth = NOISE_SIGMA * rng.uniform(3.0, 6.0)  # modules in the sun run warmer than ground
@@ -381,7 +299,7 @@ def render(
         # A module reads as its excess over the local ground; cover is 0 outside the module,
         # so the margin of its window and any neighbour sharing it stay untouched.
         scene[module.window] += module.cover * body
-    image = _expose(scene, rng)
+    image = thermal.expose(scene, rng)
     cxcywh = np.stack(
         [
             (boxes[:, 0] + boxes[:, 2]) / 2,
@@ -421,7 +339,7 @@ def generate(
     """{split: [(image, boxes, labels), ...]} like ``render``; each split has its own stream."""
     counts = _check_counts(num_images)
     _check_size(size)
-    _check_contrast(contrast)
+    thermal.check_contrast(contrast)
     streams = np.random.SeedSequence(seed).spawn(len(SPLITS))
     return {
         split: _split_images(stream, counts[split], size, contrast)
@@ -467,26 +385,3 @@ def write_yolo(
     """
     splits = generate(num_images, seed, contrast, size)
     return write_tree_atomically(out_dir, lambda root: _write_tree(root, splits))
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a synthetic thermal PV-array YOLO dataset.")
-    parser.add_argument("out_dir", help="directory to create; must not exist or be empty")
-    for split in SPLITS:
-        parser.add_argument(f"--{split}", type=int, default=DEFAULT_NUM_IMAGES[split])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--contrast", type=float, default=DEFAULT_CONTRAST)
-    parser.add_argument("--size", type=int, default=IMAGE_SIZE)
-    args = parser.parse_args(argv)
-    counts = {split: getattr(args, split) for split in SPLITS}
-    try:
-        root = write_yolo(args.out_dir, counts, args.seed, args.contrast, args.size)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(root)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

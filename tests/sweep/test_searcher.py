@@ -1,0 +1,193 @@
+"""visiontune's searcher (visiontune/sweep/searcher.py) fed Ray's calls directly, without a Ray
+cluster: what the Optuna study in SQLite holds afterwards, read back with `optuna.load_study` as
+a user would. The scheduler tests give the sweep's schedulers the results Ray's controller would."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from support import CLASSIFIER_SPACE
+
+from visiontune.best import Objective
+from visiontune.spec import load_spec
+from visiontune.sweep.schedulers import build_scheduler
+from visiontune.sweep.searcher import StudySearcher
+from visiontune.sweep.tuner import build_searcher
+
+EPOCHS = 3
+SPACE = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "arch": CategoricalDistribution(["a", "b"])}
+SEEDS = [{"lr": 1e-3, "arch": "a"}, {"lr": 1e-2, "arch": "b"}]
+
+
+def _searcher(tmp_path: Path, mode: str = "max") -> StudySearcher:
+    return StudySearcher(
+        space=SPACE,
+        objective=Objective("val_acc", mode),
+        epochs=EPOCHS,
+        study_file=tmp_path / "optuna.db",
+        study_name="s",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        seeds=SEEDS,
+    )
+
+
+def _study(tmp_path: Path) -> dict[str, optuna.trial.FrozenTrial]:
+    """The study's trials by Tune trial id, as read from the file."""
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    return {t.user_attrs["tune_trial_id"]: t for t in study.trials if t.user_attrs}
+
+
+def _result(epoch: int, val_acc: float) -> dict:
+    return {"epoch": epoch, "training_iteration": epoch, "val_acc": val_acc}
+
+
+def test_seed_points_are_proposed_first_then_sampled_ones(tmp_path):
+    searcher = _searcher(tmp_path)
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert configs[:2] == SEEDS
+    assert all(set(c) == set(SPACE) and c not in SEEDS for c in configs[2:])
+    trials = _study(tmp_path)
+    assert [trials[f"t{i}"].number for i in range(4)] == [0, 1, 2, 3]
+    assert searcher.suggest("t1") == SEEDS[1]  # asked again: the same trial, no new one
+    assert len(_study(tmp_path)) == 4
+
+
+def test_each_epoch_is_recorded_once_whichever_path_brings_it(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    searcher.record("t", _result(1, 0.5))  # the scheduler's copy
+    searcher.on_trial_result("t", _result(1, 0.5))  # the controller's copy of the same result
+    searcher.on_trial_result("t", _result(2, 0.6))
+    searcher.record("t", _result(2, 0.9))  # a repeat of epoch 2 (e.g. re-trained): ignored
+    searcher.record("t", {"training_iteration": 3, "val_acc": 0.7})  # no `epoch`: the iteration
+    searcher.record("t", {"epoch": 4, "val_loss": 1.0})  # no metric: nothing to record
+    trial = _study(tmp_path)["t"]
+    assert trial.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
+    assert trial.state == TrialState.RUNNING  # TPE's constant liar sees it
+
+
+def test_a_trial_stopped_early_is_pruned_with_the_epoch_it_was_stopped_on(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    searcher.on_trial_result("t", _result(1, 0.5))
+    # Ray gives the searcher no on_trial_result for the result the scheduler stopped on;
+    # on_trial_complete brings it.
+    searcher.on_trial_complete("t", _result(2, 0.4))
+    trial = _study(tmp_path)["t"]
+    assert trial.state == TrialState.PRUNED
+    assert trial.intermediate_values == {1: 0.5, 2: 0.4}
+    assert trial.value == 0.4  # Optuna's rule: the last intermediate value
+
+
+@pytest.mark.parametrize(("mode", "best"), [("max", 0.8), ("min", 0.5)])
+def test_a_finished_trial_is_complete_with_its_best_epoch(tmp_path, mode, best):
+    searcher = _searcher(tmp_path, mode)
+    searcher.suggest("t")
+    searcher.on_trial_result("t", _result(1, 0.5))
+    searcher.on_trial_result("t", _result(2, 0.8))
+    searcher.on_trial_complete("t", _result(3, 0.7))
+    trial = _study(tmp_path)["t"]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.intermediate_values == {1: 0.5, 2: 0.8, 3: 0.7}
+    assert trial.value == best
+    searcher.on_trial_complete("t", _result(3, 0.7))  # told twice: no error, nothing changes
+    searcher.record("t", _result(4, 0.9))
+    assert _study(tmp_path)["t"].intermediate_values == trial.intermediate_values
+
+
+def test_an_errored_trial_fails_with_its_reason(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    searcher.suggest("u")
+    searcher.on_trial_result("t", _result(1, 0.5))
+    searcher.note_error("t", "FloatingPointError: loss became nan")
+    searcher.on_trial_complete("t", error=True)
+    searcher.on_trial_complete("u", error=True)  # no reason known
+    trials = _study(tmp_path)
+    assert trials["t"].state == TrialState.FAIL
+    assert trials["t"].user_attrs["error"] == "FloatingPointError: loss became nan"
+    assert trials["u"].state == TrialState.FAIL and trials["u"].user_attrs["error"]
+
+
+def test_a_trial_without_any_result_fails_instead_of_counting_as_pruned(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    searcher.on_trial_complete("t")
+    trial = _study(tmp_path)["t"]
+    assert trial.state == TrialState.FAIL and "val_acc" in trial.user_attrs["error"]
+
+
+def test_saved_state_restores_into_the_searcher_unpickled_at_the_start(tmp_path):
+    """As Tuner.restore does: the searcher as pickled when the Tuner was built, then its state
+    from the last experiment checkpoint; the study comes back from SQLite."""
+    searcher = _searcher(tmp_path)
+    at_start = pickle.dumps(searcher)
+    configs = {tid: searcher.suggest(tid) for tid in ("a", "b", "c")}
+    searcher.on_trial_result("a", _result(1, 0.5))
+    searcher.on_trial_complete("b", _result(1, 0.3))
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    searcher.on_trial_result("a", _result(2, 0.6))  # recorded after the last save
+
+    resumed = pickle.loads(at_start)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    assert {tid: resumed.suggest(tid) for tid in configs} == configs  # no new study trials
+    resumed.on_trial_result("a", _result(2, 0.6))  # the epoch re-trained after the resume
+    resumed.on_trial_complete("a", _result(3, 0.7))
+    resumed.on_trial_complete("b", _result(1, 0.3))  # finished before: left as it was
+    assert resumed.suggest("d") not in configs.values()
+    trials = _study(tmp_path)
+    assert trials["a"].state == TrialState.COMPLETE and trials["a"].value == 0.7
+    assert trials["a"].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
+    assert trials["b"].state == TrialState.PRUNED
+    assert trials["c"].state == TrialState.RUNNING
+    assert sorted(t.number for t in trials.values()) == [0, 1, 2, 3]
+
+
+@pytest.fixture
+def spec():
+    return load_spec(CLASSIFIER_SPACE, {"max_epochs": EPOCHS, "num_samples": 4})
+
+
+@pytest.mark.parametrize("scheduler_type", ["asha", "fifo"])
+def test_the_scheduler_hands_every_result_to_the_searcher(spec, tmp_path, scheduler_type):
+    if scheduler_type == "fifo":
+        raw = yaml.safe_load(CLASSIFIER_SPACE.read_text())
+        (tmp_path / "fifo.yaml").write_text(yaml.safe_dump({**raw, "scheduler": {"type": "fifo"}}))
+        spec = load_spec(tmp_path / "fifo.yaml", {"max_epochs": EPOCHS})
+    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
+    scheduler = build_scheduler(spec, searcher)
+    config = searcher.suggest("t")
+    trial = SimpleNamespace(trial_id="t", config={**spec.fixed, **config})
+    scheduler.on_trial_add(None, trial)
+    for epoch in range(1, EPOCHS + 1):
+        scheduler.on_trial_result(None, trial, {**_result(epoch, epoch / 10)})
+    assert _study(tmp_path)["t"].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+
+
+def test_asha_never_stops_a_seed_configuration(spec, tmp_path):
+    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
+    scheduler = build_scheduler(spec, searcher)
+    seed = SimpleNamespace(trial_id="seed", config={**spec.fixed, **searcher.suggest("seed")})
+    other = SimpleNamespace(trial_id="other", config={**spec.fixed, "lr": 0.5})
+    assert spec.seed_name(seed.config) == "seed baseline"
+    last = _result(EPOCHS, 0.5)  # ASHA stops every trial at max_t
+    assert scheduler.on_trial_result(None, seed, last) == "CONTINUE"
+    assert scheduler.on_trial_result(None, other, last) == "STOP"
+
+
+def test_a_failed_trials_reason_comes_from_the_traceback_ray_wrote(spec, tmp_path):
+    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
+    scheduler = build_scheduler(spec, searcher)
+    searcher.suggest("t")
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Traceback (most recent call last):\n  ...\nValueError: boom\n\n")
+    scheduler.on_trial_error(None, SimpleNamespace(trial_id="t", error_file=str(error_file)))
+    searcher.on_trial_complete("t", error=True)
+    assert _study(tmp_path)["t"].user_attrs["error"] == "ValueError: boom"

@@ -1,0 +1,72 @@
+"""The trainable contract: what every task (classifier, Faster R-CNN, YOLO) gives the sweep,
+`visiontune train` and the report. Written once here; `tests/trainables/test_contract.py` checks
+every task against it.
+
+A task is an object (each task module's `TASK`), found by name with `load_task`. It knows nothing
+of Ray: `visiontune.trainables.tune_edge.run_trial` is the one function that drives a task inside
+a Ray Tune trial, and `visiontune train` drives the same `train` without Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+EpochCallback = Callable[[dict[str, float], Path], None]
+"""Called once per trained epoch with the epoch's metrics (every name in METRICS, `epoch`
+counting from 1) and a directory holding that epoch's complete checkpoint. The directory is
+only valid during the call: copy what must outlive it."""
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Where and how one `train` call runs, as its caller (a Tune trial or `visiontune train`)
+    decides it."""
+
+    device: str
+    """"cpu" or "cuda" (the first visible GPU)."""
+    workdir: Path
+    """An empty scratch directory the task may use until `train` returns."""
+    on_epoch: EpochCallback
+    """Called after each epoch's validation with its metrics and checkpoint."""
+    restore: Path | None = None
+    """A directory that an earlier `on_epoch` was given (or a copy of it): training continues
+    at the epoch after it, and returns at once if that was the last."""
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """One kind of training run whose hyperparameters a sweep searches."""
+
+    name: str
+    """The task's name in a spec's `task:` key."""
+
+    Config: type
+    """Its hyperparameters with defaults and bounds (a frozen pydantic model; an unknown name
+    or an impossible value is a validation error)."""
+
+    METRICS: tuple[str, ...]
+    """The names every epoch reports, `epoch` included; a spec's `metric` is one of them."""
+
+    DATA_FORMAT: str
+    """The dataset format `visiontune.data.load_dataset` decodes for it: imagefolder | yolo."""
+
+    def build_config(self, values: Mapping[str, Any], where: str) -> Any:
+        """`Config` from its defaults overridden by `values`; InputError naming `where` and the
+        key on an unknown name, a wrong type or a value out of bounds."""
+        ...
+
+    def train(self, config: Any, data: Any, context: TrainContext) -> None:
+        """Train `config` on `data` epoch by epoch up to `config.epochs` on `context.device`,
+        calling `context.on_epoch` after each epoch's validation with its metrics and
+        checkpoint, continuing from `context.restore` if given. A loss that becomes NaN/inf
+        raises FloatingPointError."""
+        ...
+
+    def evaluate_checkpoint(self, checkpoint_dir: Path, data: Any, split: str) -> dict[str, Any]:
+        """Metrics of the checkpoint in `checkpoint_dir` on `split` of `data`, as
+        `<split>_<metric>` numbers (None where undefined) plus task-specific detail such as
+        `per_class`; JSON-ready. Runs on the GPU Ray assigned, or any GPU outside Ray."""
+        ...

@@ -1,0 +1,68 @@
+"""Every place visiontune leans on something Ray or Optuna does not promise: Ray's environment
+variables and the one Optuna storage path the searcher needs. Each entry names the version it
+was checked on and why it is needed; when Ray or Optuna move, this is the file to re-check.
+
+Nothing here imports Ray (the loopback variables must be set before Ray is imported).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# --- Ray environment variables (checked on ray 2.60.0) ---------------------------------------
+
+
+def keep_ray_on_loopback() -> None:
+    """Must run before `import ray`: a local Ray then binds every node to 127.0.0.1.
+
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (ray 2.60.0): without it, a local Ray binds its GCS and
+    raylets to the machine's network address (`_node_ip_address` is ignored); with it,
+    `ray.init(address="local")` and `ray.cluster_utils.Cluster` stay on 127.0.0.1.
+    RAY_USAGE_STATS_ENABLED=0 (ray 2.60.0): no usage report (the machines have no network).
+    `setdefault`: a user who sets either keeps their value."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def use_own_tune_loggers() -> None:
+    """Set before a Tuner is built or restored (Tune reads both when `fit` starts).
+
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 (ray 2.60.0): Tune otherwise adds its CSV, JSON and
+    TensorBoardX loggers; the sweep installs CSV and JSON itself and its own TensorBoard
+    callback (Ray's writes HParams only when a trial ends, and only the sampled parameters).
+    TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0 (ray 2.60.0): a checkpoint
+    every epoch with num_to_keep=1 forces a (cheap) experiment snapshot each time, which Tune
+    would warn about on every epoch."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+# --- Optuna: a running study trial by its number (checked on optuna 5.0.0) -------------------
+
+
+class StoredTrial:
+    """A RUNNING trial of a stored study, reached by its trial number.
+
+    Optuna's public face of a running trial is the `optuna.trial.Trial` that `study.ask()`
+    returns; it cannot be pickled with the searcher, and a resumed sweep (a new driver process)
+    has no way back to it: `optuna.trial.Trial(study, trial_id)` needs the storage's private
+    trial id (`FrozenTrial._trial_id`) and runs the sampler's `before_trial` again. The storage's
+    own methods (`get_study_id_from_name`, `get_trial_id_from_study_id_trial_number`,
+    `set_trial_intermediate_value`, `set_trial_user_attr`) are public on
+    `optuna.storages.BaseStorage`, but documented as "not supposed to be directly accessed by
+    library users" (optuna 5.0.0): hence here. They write straight to the RDB backend, which
+    `Study`'s cache reads through for unfinished trials, so `study.tell` sees every value.
+    """
+
+    def __init__(self, storage: Any, study_name: str, number: int) -> None:
+        study_id = storage.get_study_id_from_name(study_name)
+        self._storage = storage
+        self._id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def report(self, step: int, value: float) -> None:
+        """The intermediate value at `step` (as `Trial.report`, without its duplicate check)."""
+        self._storage.set_trial_intermediate_value(self._id, step, value)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._storage.set_trial_user_attr(self._id, key, value)

@@ -1,0 +1,100 @@
+"""Run a sweep from a validated SweepSpec, start to end.
+
+Flow: the spec and the dataset are validated and decoded before anything is written (by the
+CLI); then the experiment directory STORAGE/NAME gets the resolved spec, the Optuna study
+(SQLite) and Ray's trial directories; after the sweep the best trial's best checkpoint and the
+seed configurations' checkpoints are evaluated on the test split, and a summary is written for
+`visiontune report`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from visiontune.errors import InputError, SweepInterrupted
+from visiontune.fileio import write_json
+from visiontune.layout import DATASET_FILE, EXPERIMENT_DIR_ENV, SPEC_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.spec import SweepSpec
+from visiontune.storage import Experiment, fresh_mirror
+from visiontune.sweep.cluster import check_shared_storage, cluster_slots, start_ray
+from visiontune.sweep.evaluation import evaluate_on_test
+from visiontune.sweep.ledger import driver_runs, reconcile_trials, saved_trial_states
+from visiontune.sweep.tuner import build_tuner, restore_tuner
+
+
+def run_sweep(
+    spec: SweepSpec,
+    data: Any,
+    experiment: Experiment,
+    address: str | None = None,
+    resume: bool = False,
+) -> Path:
+    """Run (or, with `resume`, continue) the sweep; returns the local experiment directory
+    (for a URI storage, the driver's mirror, uploaded to the storage). `data` is the decoded
+    dataset."""
+    import ray
+
+    if experiment.exists() and not resume:
+        raise InputError(f"{experiment.location}: experiment already exists; choose another --name")
+    started_ray = start_ray(address)
+    exp_dir = experiment.local
+    try:
+        slots = cluster_slots(spec)
+        check_shared_storage(experiment)
+        if resume and experiment.uri:
+            fresh_mirror(experiment)
+            experiment.download()
+        if not resume:
+            fresh_mirror(experiment)
+            exp_dir.mkdir(parents=True)
+            (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
+            write_json(exp_dir / DATASET_FILE, data.summary())
+        runs = [*driver_runs(exp_dir, resume), {"started": time.time(), "ended": None}]
+        summary = {
+            "name": experiment.name,
+            "task": spec.task,
+            "storage": experiment.location,
+            "started": runs[0]["started"],
+            "runs": runs,
+            "slots": spec.max_concurrent or slots,
+            "cpus_per_trial": spec.cpus_per_trial,
+            "gpus_per_trial": spec.gpus_per_trial,
+            "address": address or "local",
+            "ray_version": ray.__version__,
+        }
+        write_json(exp_dir / SUMMARY_FILE, summary)  # records the run's start if it is killed
+        os.environ[EXPERIMENT_DIR_ENV] = str(exp_dir)  # for the callbacks, restored ones too
+        experiment.upload()
+        print(f"Experiment {experiment.location}; live curves: tensorboard --logdir {exp_dir} "
+              "--host 127.0.0.1", flush=True)  # fmt: skip
+        if resume:
+            tuner = restore_tuner(spec, data, experiment)
+        else:
+            tuner = build_tuner(spec, data, experiment, slots)
+        results = tuner.fit()
+        runs[-1]["ended"] = time.time()
+        started, unfinished = saved_trial_states(experiment)
+        if unfinished or started < spec.num_samples:
+            runs[-1]["interrupted"] = True
+            write_json(exp_dir / SUMMARY_FILE, summary)
+            experiment.upload()
+            raise SweepInterrupted(
+                f"{len(unfinished)} trial(s) unfinished, {started} of {spec.num_samples} started"
+            )
+        reconcile_trials(exp_dir, experiment.name, results, spec.epochs)
+        write_json(exp_dir / TEST_FILE, evaluate_on_test(spec, data, results))
+        summary.update(
+            wall_time_s=sum(r["ended"] - r["started"] for r in runs if r["ended"] is not None),
+            elapsed_s=runs[-1]["ended"] - runs[0]["started"],
+            num_trials=len(results),
+            errored=sum(1 for r in results if r.error is not None),
+        )
+        write_json(exp_dir / SUMMARY_FILE, summary)
+        experiment.upload()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return exp_dir

@@ -1,0 +1,132 @@
+"""Assemble the Ray Tune Tuner of a sweep from its spec: the trainable (one Ray edge for every
+task, with the shared dataset and per-trial resources), the searcher and scheduler, the loggers
+and the checkpoint retention; or restore the Tuner of an interrupted sweep.
+
+Ray and Optuna are imported inside the functions (see `visiontune.sweep.compat`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from visiontune.best import Objective
+from visiontune.errors import InputError
+from visiontune.layout import STUDY_FILE
+from visiontune.spec import SweepSpec
+from visiontune.storage import Experiment
+from visiontune.sweep.compat import use_own_tune_loggers
+
+
+def build_sampler(spec: SweepSpec) -> Any:
+    """The spec's Optuna sampler: `optuna_tpe` (TPE after `n_startup_trials` random ones) or
+    `random`, both seeded by `searcher.seed`."""
+    import optuna
+
+    seed = spec.searcher["seed"]
+    if spec.searcher["type"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.searcher["n_startup_trials"])
+
+
+def build_searcher(spec: SweepSpec, study_file: Path, study_name: str) -> Any:
+    """The sweep's StudySearcher over the study `study_name` in `study_file`."""
+    from visiontune.sweep.searcher import StudySearcher
+
+    return StudySearcher(
+        space={name: dist.to_optuna() for name, dist in spec.search.items()},
+        objective=Objective(spec.metric, spec.mode),
+        epochs=spec.epochs,
+        study_file=study_file,
+        study_name=study_name,
+        sampler=build_sampler(spec),
+        seeds=[dict(point) for point in spec.seeds.values()],
+    )
+
+
+def wrapped_trainable(spec: SweepSpec, data: Any) -> Any:
+    """The one Ray edge bound to the spec's task, with the shared dataset and the per-trial
+    resources (also what a resumed sweep must be given again)."""
+    from ray import tune
+
+    from visiontune.trainables.tune_edge import run_trial
+
+    return tune.with_resources(
+        tune.with_parameters(run_trial, task=spec.task, data=data),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+
+
+def _run_config(spec: SweepSpec, experiment: Experiment) -> Any:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from visiontune.callbacks import MirrorUploadCallback, TensorBoardCallback, TrialStatusCallback
+    from visiontune.trainables import load_task
+
+    exp_dir = experiment.local
+    metrics = load_task(spec.task).METRICS
+    callbacks = [
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+        TensorBoardCallback(exp_dir, spec.fixed, spec.search, metrics),
+        TrialStatusCallback(exp_dir, spec.epochs),
+    ]
+    if experiment.uri:
+        callbacks.append(MirrorUploadCallback(experiment))
+    objective = Objective(spec.metric, spec.mode)
+    return tune.RunConfig(
+        name=experiment.name,
+        storage_path=experiment.ray_storage_path,
+        storage_filesystem=experiment.filesystem,
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1,  # the best by the objective; Ray also always keeps the latest (restore)
+            checkpoint_score_attribute=objective.metric,
+            checkpoint_score_order=objective.checkpoint_order,
+        ),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+    )
+
+
+def build_tuner(spec: SweepSpec, data: Any, experiment: Experiment, slots: int) -> Any:
+    """A new sweep's Tuner; the study is created in the experiment directory."""
+    from ray import tune
+
+    from visiontune.sweep.schedulers import build_scheduler
+
+    use_own_tune_loggers()
+    searcher = build_searcher(spec, experiment.local / STUDY_FILE, experiment.name)
+    tune_config = tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=build_scheduler(spec, searcher),
+        num_samples=spec.num_samples,
+        max_concurrent_trials=spec.max_concurrent or slots,
+        reuse_actors=True,
+        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+    )
+    return tune.Tuner(
+        wrapped_trainable(spec, data),
+        param_space=dict(spec.fixed),
+        tune_config=tune_config,
+        run_config=_run_config(spec, experiment),
+    )
+
+
+def restore_tuner(spec: SweepSpec, data: Any, experiment: Experiment) -> Any:
+    """Continue an interrupted sweep: finished trials stay as they are, unfinished ones resume
+    from their last checkpoints, the searcher (and its Optuna study) from its saved state."""
+    from ray import tune
+
+    path, fs = experiment.ray_experiment_path, experiment.filesystem
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
+        raise InputError(f"{experiment.location}: no Ray Tune state to resume from")
+    use_own_tune_loggers()
+    return tune.Tuner.restore(
+        path,
+        trainable=wrapped_trainable(spec, data),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+        storage_filesystem=fs,
+    )
