@@ -14,9 +14,9 @@ Goals, on 64-image batches of 1x40x24 uint8 images on the CPU:
      `build_model(Config(), 1, 12)` on the same batch).
 
 Same CPU budget for both sides: one thread (`torch.set_num_threads(1)`) and `num_workers=0`, the
-way a Tune trial with cpu=1 runs (`run` sets threads to the trial's CPUs). DataLoader workers would
-move the per-sample work to other cores, which a cpu=1 trial does not have; per core it is the
-same work plus inter-process copies. Both sides start from uint8 and include the conversion to
+way a Tune trial with cpu=1 runs (`run_trial` sets threads to the trial's CPUs). DataLoader
+workers would move the per-sample work to other cores, which a cpu=1 trial does not have; per
+core it is the same work plus inter-process copies. Both sides start from uint8 and include the conversion to
 float in [0, 1] (`to_input`). Every timed variant runs once per pass, passes interleave the
 variants so machine-load drift hits all of them alike, and the median pass is reported.
 

@@ -10,10 +10,12 @@ Goal: images/s inside Tune >= 0.95x the direct run, for Faster R-CNN and for YOL
 Both sides train the same configuration (the search space's seed point over its fixed settings) on
 the same data (the embedded pv-arrays set, or its first --train-images training images), on one
 thread:
-  - direct: Faster R-CNN `Session(config, data).train_epoch()` in this process; YOLO
-    `trainables.yolo.train(config, data, out, on_epoch)` (ultralytics' own loop) in this process;
-  - Tune: the task's `run` as one trial, `with_resources(with_parameters(run, data=data), cpu=1)`,
-    reporting and checkpointing every epoch as in a sweep.
+  - direct: the task's `train(config, data, TrainContext("cpu", workdir, on_epoch))` (the
+    trainable contract, trainables/contract.py; ultralytics' own loop for YOLO) in this process,
+    each epoch's checkpoint handed to `on_epoch` as in a trial;
+  - Tune: `run_trial` (trainables/tune_edge.py, the sweep's one Ray edge) as one trial,
+    `with_resources(with_parameters(run_trial, task=NAME, data=data), cpu=1)`, reporting and
+    checkpointing every epoch as in a sweep.
 The rate is the `images_per_s` each epoch reports (train images / epoch seconds, val included for
 Faster R-CNN, the training pass for YOLO: the same definition on both sides). Epoch 1 is warm-up
 and skipped; the median of the rest is compared. Ray's workers run at nice 15 by default; this

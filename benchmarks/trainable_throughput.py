@@ -10,9 +10,11 @@ Goal: the median epoch images/s inside Tune is at least 0.95x the bare loop's.
 Both sides train the seed's Config defaults (custom ResNet, width 16, batch 32, kornia Keras-style
 augmentation, Adam) for 3 epochs on the same synthetic in-memory ImageDataset of the real shape
 (1x40x24 uint8, 12 classes), on one thread:
-  - Tune: `tune.with_resources(tune.with_parameters(run, data=dataset), {"cpu": 1})`, one trial;
-    `run` sets torch threads to the trial's CPUs (1) and reports + checkpoints every epoch.
-  - bare: `Session(config, data).train_epoch()` in this process with `torch.set_num_threads(1)`.
+  - Tune: `tune.with_resources(tune.with_parameters(run_trial, task="classifier", data=dataset),
+    {"cpu": 1})`, one trial; `run_trial` (trainables/tune_edge.py, the sweep's one Ray edge) sets
+    torch threads to the trial's CPUs (1) and reports + checkpoints every epoch.
+  - bare: the classifier's `Session(config, data).train_epoch()` in this process with
+    `torch.set_num_threads(1)`, saving the same checkpoint file after each epoch.
 The metric is the `images_per_s` that `Session.train_epoch` reports on both sides: train images /
 (train pass + val evaluation) seconds. Epoch 1 of each run is warm-up and skipped. A second,
 end-to-end rate divides train images by the whole epoch as the loop sees it: Tune's
@@ -70,6 +72,7 @@ def run_bare(data: ImageDataset, epochs: int) -> list[tuple[float, float]]:
     import torch
 
     from visiontune.trainables.classifier import Config, Session
+    from visiontune.trainables.session import CHECKPOINT_FILE
 
     torch.set_num_threads(1)
     session = Session(Config(epochs=epochs), data)
@@ -78,7 +81,7 @@ def run_bare(data: ImageDataset, epochs: int) -> list[tuple[float, float]]:
         for _ in range(epochs):
             start = time.perf_counter()
             metrics = session.train_epoch()
-            session.save(Path(directory) / "checkpoint.pt")  # what a trial does before reporting
+            session.save(Path(directory) / CHECKPOINT_FILE)  # what a trial does before reporting
             wall = time.perf_counter() - start
             rows.append((metrics["images_per_s"], len(data.splits["train"].labels) / wall))
     return rows
@@ -153,6 +156,11 @@ def summarize(label: str, runs: list[list[tuple[float, float]]]) -> tuple[float,
     return metric, end_to_end
 
 
+def run_order(pairs: int) -> str:
+    """The sides in the order `compare` runs them: bare tune, tune bare, bare tune, ..."""
+    return " ".join("bare tune" if pair % 2 == 0 else "tune bare" for pair in range(pairs))
+
+
 def compare(data: ImageDataset, epochs: int, pairs: int, niceness: str | None) -> None:
     """One Ray session: `pairs` ABBA rounds of bare and Tune runs, then their table."""
     import ray
@@ -171,13 +179,11 @@ def compare(data: ImageDataset, epochs: int, pairs: int, niceness: str | None) -
     ):
         ray.init(address="local", include_dashboard=False, num_cpus=2)
         try:
-            for pair in range(pairs):
-                order = ("bare", "tune") if pair % 2 == 0 else ("tune", "bare")
-                for side in order:
-                    if side == "bare":
-                        bare.append(run_bare(data, epochs))
-                    else:
-                        tuned.append(run_tune(data, epochs, Path(storage)))
+            for side in run_order(pairs).split():
+                if side == "bare":
+                    bare.append(run_bare(data, epochs))
+                else:
+                    tuned.append(run_tune(data, epochs, Path(storage)))
         finally:
             ray.shutdown()
     print(
@@ -228,7 +234,7 @@ def main() -> None:
     print(
         f"{train_images} train + {len(data.splits['val'].labels)} val images "
         f"{data.channels}x{HEIGHT}x{WIDTH}, {CLASSES} classes, Config defaults, "
-        f"{args.epochs} epochs per run, order: {'bare tune tune bare ' * pairs}".rstrip()
+        f"{args.epochs} epochs per run, order: {run_order(pairs)}"
     )
     for niceness in [None, "0"] if args.compare_niceness else [None]:
         compare(data, args.epochs, pairs, niceness)

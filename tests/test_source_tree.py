@@ -12,7 +12,7 @@ from pathlib import Path
 from support import REPO
 
 PROBE = """
-import importlib, json
+import importlib, importlib.util, json
 found = {}
 for name in ("visiontune", "visiontune.trainables", "visiontune.trainables.contract",
              "visiontune.analysis", "visiontune.tests", "visiontune.search_spaces",
@@ -21,6 +21,8 @@ for name in ("visiontune", "visiontune.trainables", "visiontune.trainables.contr
         found[name] = importlib.import_module(name).__file__
     except ImportError:
         found[name] = None
+# a task's subpackage, found but not run (running it would import torch)
+found["visiontune.trainables.yolo"] = importlib.util.find_spec("visiontune.trainables.yolo").origin
 print(json.dumps(found))
 """
 
@@ -49,6 +51,8 @@ def test_an_uploaded_tree_imports_its_own_pipeline_folders_and_nothing_else(tmp_
     assert found["visiontune"] == str(tree / "visiontune" / "__init__.py")
     assert found["visiontune.trainables"] == str(tree / "trainables" / "__init__.py")
     assert found["visiontune.trainables.contract"] == str(tree / "trainables" / "contract.py")
+    # a task's subpackage resolves through the folder's own __path__
+    assert found["visiontune.trainables.yolo"] == str(tree / "trainables" / "yolo" / "__init__.py")
     assert found["visiontune.analysis"] == str(tree / "analysis" / "__init__.py")
     # the tree's other folders do not become part of the package
     assert found["visiontune.tests"] is None

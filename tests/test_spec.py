@@ -144,3 +144,168 @@ def test_optuna_distributions_match_the_yaml():
     decay = spec.search["lr_decay_epoch"].to_optuna()
     assert isinstance(decay, optuna.distributions.IntDistribution) and decay.high == 50
     assert spec.search["arch"].to_optuna().choices == ("baseline", "custom")
+
+
+def test_scientific_notation_is_a_number_in_the_yaml_and_in_set(tmp_path):
+    # YAML 1.1 reads 1e-5 (no dot) as a string; the spec reads it as the number it spells.
+    text = CLASSIFIER_SPACE.read_text().replace("1.0e-", "1e-").replace("cpu: 1 ", "cpu: 5e-1 ")
+    assert "low: 1e-5, high: 1e-2" in text
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["search"]["lr"]["low"] == "1e-5"
+    spec = load_spec(path, assignments=["l2=1e-3"])
+    assert (spec.search["lr"].low, spec.search["lr"].high) == (1e-5, 1e-2)
+    assert spec.seeds["seed custom"]["lr"] == 1e-4
+    assert spec.fixed["l2"] == 1e-3 and spec.cpus_per_trial == 0.5
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda r: r.update(num_samples=True), "num_samples: expected int, got True"),
+        (lambda r: r.update(num_samples=2.5), "num_samples: expected int, got 2.5"),
+        (lambda r: r["fixed"].update(horizontal_flip=1), "fixed.horizontal_flip: expected bool, got 1"),
+        (lambda r: r["fixed"].update(width="wide"), "fixed.width: expected int, got 'wide'"),
+        (lambda r: r["search"]["lr"].update(low="abc"), "search.lr.low: expected float, got 'abc'"),
+        (lambda r: r["resources"].update(cpu=float("nan")), "resources.cpu: expected a finite number, got nan"),
+    ],
+)  # fmt: skip
+def test_spec_numbers_refuse_bools_fractions_words_and_nan(tmp_path, edit, expected):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+def test_spec_integers_take_integral_numbers():
+    spec = validate({**copy.deepcopy(RAW), "num_samples": 2.0, "max_failures": "1e0"}, "x.yaml")
+    assert (spec.num_samples, spec.max_failures) == (2, 1)
+
+
+def _nested_aliases(depth: int) -> str:
+    """A YAML flow list whose last item stands for 2**depth zeros in a few hundred bytes (the
+    kind of value that made a 39 MB "one-line" error, issue 11 finding 6)."""
+    items = ["&a0 [0, 0]"] + [f"&a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, depth)]
+    return f"[{', '.join(items)}]"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("low: 1.0e-5, high: 1.0e-2", "low: {big}, high: 1.0e-2", "search.lr.low: expected float"),
+        ("  batch_size: 32 ", "  batch_size: {big} ", "fixed.batch_size: expected int"),
+        ("{arch: custom, lr: 1.0e-4,", "{{arch: custom, lr: {big},", "seed custom.lr: expected"),
+        ("type: asha ", "type: {big} ", "scheduler.type: unknown scheduler [["),
+        ("task: classifier ", "task: {big} ", "task: expected str, got [["),
+        ("values: [baseline, custom]", "values: {big}", "search.arch.values: choices are"),
+    ],
+)
+def test_a_huge_nested_value_is_quoted_in_at_most_80_characters(tmp_path, old, new, where):
+    path = tmp_path / "space.yaml"
+    text = CLASSIFIER_SPACE.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new.format(big=_nested_aliases(40)), 1))
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert where in message
+    assert len(message) < len(str(path)) + 200
+
+
+def test_an_empty_search_space_is_refused(tmp_path):
+    path = _edited(tmp_path, lambda r: r.update(search={}, points_to_evaluate=None))
+    with pytest.raises(InputError, match=r"space.yaml: search: nothing is searched"):
+        load_spec(path)
+
+
+def test_pinning_every_searched_parameter_leaves_nothing_to_search():
+    pins = [f"{name}={RAW['points_to_evaluate']['seed custom'][name]}" for name in RAW["search"]]
+    with pytest.raises(InputError, match="search: nothing is searched"):
+        load_spec(CLASSIFIER_SPACE, assignments=pins)
+
+
+@pytest.mark.parametrize("assignments", [(), ("lr=0.001",)])
+def test_a_list_where_the_task_name_belongs_is_one_line(tmp_path, assignments):
+    path = _edited(tmp_path, lambda r: r.update(task=["classifier"]))
+    with pytest.raises(InputError, match=r"space.yaml: task: expected str, got \['classifier'\]"):
+        load_spec(path, assignments=assignments)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda r: r["data"].update(augment=True), "data: unknown key 'augment' (allowed: image_size, source, split_seed)"),
+        (lambda r: r["resources"].update(tpu=1), "resources: unknown key 'tpu' (allowed: cpu, gpu)"),
+        (lambda r: r["scheduler"].update(max_t=8), "scheduler: unknown key 'max_t' (allowed: grace_period, reduction_factor, type)"),
+        (lambda r: r.update(scheduler={"type": "fifo", "grace_period": 2}), "scheduler: unknown key 'grace_period' (allowed: type)"),
+        (lambda r: r["searcher"].update(sampler="tpe"), "searcher: unknown key 'sampler' (allowed: n_startup_trials, seed, type)"),
+        (lambda r: r["searcher"].update(type="random"), "searcher: unknown key 'n_startup_trials' (allowed: seed, type)"),
+        (lambda r: r["search"]["lr"].update(step=2), "search.lr: unknown key 'step' (allowed: distribution, high, low)"),
+        (lambda r: r["search"]["arch"].update(low=0), "search.arch: unknown key 'low' (allowed: distribution, values)"),
+        (lambda r: r["search"]["lr_decay_epoch"].update(q=2), "search.lr_decay_epoch: unknown key 'q' (allowed: distribution, high, log, low, step)"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_in_any_section_names_the_allowed_ones(tmp_path, edit, expected):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda r: r["search"]["lr"].update(distribution="normal"), "search.lr.distribution: unknown distribution 'normal' (known: uniform, loguniform, int, choice)"),
+        (lambda r: r["search"]["lr"].pop("distribution"), "search.lr: missing key 'distribution' (one of: uniform, loguniform, int, choice)"),
+        (lambda r: r["search"].update(lr=0.01), "search.lr: expected a mapping, got 0.01"),
+        (lambda r: r["scheduler"].update(type="pbt"), "scheduler.type: unknown scheduler 'pbt' (known: asha, fifo)"),
+        (lambda r: r["scheduler"].pop("type"), "scheduler: missing key 'type' (one of: asha, fifo)"),
+        (lambda r: r["searcher"].update(type=["random"]), "searcher.type: unknown searcher ['random'] (known: optuna_tpe, random)"),
+    ],
+)  # fmt: skip
+def test_a_wrong_kind_of_section_names_the_allowed_kinds(tmp_path, edit, expected):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda r: r["search"].update(lr_decay_epoch={"distribution": "uniform", "low": 2, "high": 9}),
+            "search.lr_decay_epoch: lr_decay_epoch takes integers; use distribution: int",
+        ),
+        (lambda r: r["fixed"].update(lr=0.01), "fixed.lr: also searched (search.lr); keep one"),
+        (lambda r: r["search"]["arch"].update(values=[]), "search.arch.values: expected at least 1 item"),
+        (lambda r: r["data"].update(image_size=[24]), "data.image_size: expected auto or [height, width], got [24]"),
+        (lambda r: r["fixed"].update({1: 2}), "fixed: key 1 is not a string"),
+    ],
+)  # fmt: skip
+def test_a_search_space_the_sweep_could_not_run_is_refused(tmp_path, edit, expected):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: {expected}")
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(CLASSIFIER_SPACE.read_text() + "metric: val_loss\n")
+    with pytest.raises(
+        InputError, match=r"space.yaml: line \d+: malformed YAML \(duplicate key 'metric'\)"
+    ):
+        load_spec(path)
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(InputError, match="space.yaml: not a text file"):
+        load_spec(path)
+
+
+def test_the_objective_is_the_metric_and_its_direction():
+    objective = load_spec(CLASSIFIER_SPACE).objective
+    assert (objective.metric, objective.mode) == ("val_acc", "max")

@@ -48,9 +48,14 @@ def test_sweep_prints_the_seed_table_with_all_three_rows(sweep):
     out = sweep["stdout"]
     assert f"Experiment: {sweep['dir']}" in out
     table = out[out.index("| ") :]
-    for row in ("| seed baseline |", "| seed custom |", "| tuned best |"):
-        line = next(line for line in table.splitlines() if line.startswith(row))
-        assert "—" not in line, line
+    rows = {
+        cells[0]: cells[1:]
+        for line in table.splitlines()
+        if line.startswith("|")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    for role in ("seed baseline", "seed custom", "tuned best"):
+        assert len(rows[role]) == 6 and "—" not in rows[role], rows[role]
 
 
 def test_seed_points_are_the_first_trials_of_the_optuna_study(sweep):
@@ -156,7 +161,7 @@ def test_report_works_offline_and_writes_its_three_files(sweep, tmp_path):
     proc = visiontune("report", sweep["dir"], "--out", tmp_path / "r")
     assert proc.returncode == 0, proc.stderr
     report = (tmp_path / "r" / "report.md").read_text()
-    assert "| seed baseline |" in report and "## Top 10 trials by val_acc (max)" in report
+    assert "| seed baseline " in report and "## Top 10 trials by val_acc (max)" in report
     assert f"- trials: {NUM_SAMPLES} (of num_samples {NUM_SAMPLES})" in report
     assert len(pd.read_csv(tmp_path / "r" / "trials.csv")) == NUM_SAMPLES
     best = yaml.safe_load((tmp_path / "r" / "best_config.yaml").read_text())

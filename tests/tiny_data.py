@@ -77,8 +77,7 @@ def write_detection_dataset(root: Path, seed: int = 0) -> DetectionDataset:
     path), decoded as the loader would: 16 train, 8 val, 8 test images of 64x64."""
     rng = np.random.default_rng(seed)
     splits = {
-        split: _write_detection_split(root, split, n, rng)
-        for split, n in DETECTION_COUNTS.items()
+        split: _write_detection_split(root, split, n, rng) for split, n in DETECTION_COUNTS.items()
     }
     meta = {
         "path": str(root),

@@ -49,7 +49,7 @@ TYPE_NAMES = {  # pydantic error type -> what the value should have been
     "model_attributes_type": "a mapping",
     "list_type": "a list",
 }
-UNKNOWN_TAG = "unknown_tag"  # the error type of spec.tagged_union's discriminator
+UNKNOWN_TAG = "unknown_tag"  # the error type of spec_file.tagged_union's discriminator
 
 
 class StrictModel(BaseModel):
@@ -70,21 +70,21 @@ class StrictModel(BaseModel):
         }
 
 
-def _number_types(annotation: Any) -> set[type]:
+def number_types(annotation: Any) -> set[type]:
     """Which of int and float an annotation (int, float | None, Literal[4, 8], ...) accepts."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return {type(arg) for arg in typing.get_args(annotation)} & {int, float}
     if origin in (Union, types.UnionType):
-        return set().union(*(_number_types(arg) for arg in typing.get_args(annotation)))
-    return {annotation} & {int, float}
+        return set().union(*(number_types(arg) for arg in typing.get_args(annotation)))
+    return {annotation} if annotation is int or annotation is float else set()
 
 
 def read_number(annotation: Any, value: Any) -> Any:
     """`value` as the number it spells where `annotation` expects one: "1e-3" -> 0.001, and an
     integral float where only an int fits -> int (2.0 -> 2). Anything else comes back unchanged
     for pydantic to accept or reject."""
-    accepted = _number_types(annotation)
+    accepted = number_types(annotation)
     if not accepted:
         return value
     if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
@@ -103,7 +103,11 @@ _REPR.maxstring = _REPR.maxother = 80
 def short_repr(value: Any, limit: int = 80) -> str:
     """repr(value) cut to about `limit` characters, in time and memory bounded by `limit` (a
     YAML of nested aliases can stand for a value whose full repr would not fit in memory)."""
-    text = _REPR.repr(value)
+    return clip(_REPR.repr(value), limit)
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, "..." marking a cut."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -139,6 +143,8 @@ def first_problem(exc: ValidationError, model: type[BaseModel]) -> Problem:
         return Problem(path[:-1], what, "unknown", str(error["loc"][-1]))
     if kind == "missing":
         return Problem(path[:-1], f"missing key {path[-1]!r}", "missing", path[-1])
+    if error["loc"][-1:] == ("[key]",):  # a mapping's key, not its value, has the wrong type
+        return Problem(path[:-1], f"key {short_repr(value)} is not a string", "type")
     if kind == UNKNOWN_TAG:
         return _tag_problem(path, value, error.get("ctx") or {})
     if kind in TYPE_NAMES:
@@ -152,7 +158,9 @@ def _tag_problem(path: tuple[str, ...], value: Any, ctx: Mapping[str, Any]) -> P
         return Problem(path, f"expected a mapping, got {short_repr(value)}", "type")
     if key not in value:
         return Problem(path, f"missing key {key!r} (one of: {known})", "missing", key)
-    return Problem((*path, key), f"unknown {noun} {short_repr(value[key])} (known: {known})", "rule")
+    return Problem(
+        (*path, key), f"unknown {noun} {short_repr(value[key])} (known: {known})", "rule"
+    )
 
 
 def _rule(error: ErrorDetails, field: Any) -> str:
@@ -163,8 +171,10 @@ def _rule(error: ErrorDetails, field: Any) -> str:
         return f"must be one of {ctx['expected'].replace(' or ', ', ')}, {got}"
     if kind == "multiple_of":
         return f"must be a multiple of {ctx['multiple_of']}, {got}"
-    if kind in ("too_short", "too_long"):
-        return f"expected {ctx.get('min_length', ctx.get('max_length'))} or {'more' if kind == 'too_short' else 'fewer'} items, {got}"
+    if kind == "too_short":
+        return f"expected at least {ctx['min_length']} item(s), {got}"
+    if kind == "too_long":
+        return f"expected at most {ctx['max_length']} item(s), {got}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
@@ -221,6 +231,8 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[str, ..
     node: Any = model
     owner = field = None
     for part in loc:
+        if part == "[key]":  # pydantic's mark for an error in a mapping's key
+            continue
         node = _unwrap(node)
         if typing.get_origin(node) in (Union, types.UnionType):
             node = _tagged_member(node, part)

@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from visiontune.data import pv_arrays
-from visiontune.data.detection import YOLO_YAML_CACHE, load_yolo, node_local_yolo_yaml, to_xyxy_abs
+from visiontune.data.detection import load_yolo, to_xyxy_abs
+from visiontune.data.yolo_tree import YOLO_YAML_CACHE, node_local_yolo_yaml
 from visiontune.errors import InputError
 
 COUNTS = {"train": 5, "val": 3, "test": 2}

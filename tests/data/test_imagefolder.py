@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiontune.data.imagefolder import load_imagefolder, stratified_split
+from visiontune.data.imagefolder import decode_image, load_imagefolder, stratified_split
 from visiontune.errors import InputError
 
 SIZE = (24, 40)  # height, width
@@ -278,6 +278,16 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "bee" / "broken.png"
     broken.write_text("this is text, not a PNG")
     assert str(broken.resolve()) in _input_error(tmp_path)
+
+
+def test_unreadable_image_names_the_file_after_ultralytics_patched_pil(tmp_path: Path) -> None:
+    from visiontune.trainables.yolo.offline import offline_ultralytics
+
+    offline_ultralytics()  # as in a process that trained YOLO before decoding data
+    broken = tmp_path / "broken.png"
+    broken.write_text("this is text, not a PNG")
+    with pytest.raises(InputError, match="broken.png: cannot read image"):
+        decode_image(broken)
 
 
 def test_truncated_image_names_the_file(tmp_path: Path) -> None:

@@ -20,22 +20,11 @@ from torchvision.models.detection import (
 
 from visiontune.data.detection import DetectionDataset, DetectionSplit
 from visiontune.params import config_dict
-from visiontune.trainables.faster_rcnn import (
-    LOSSES,
-    METRICS,
-    TASK,
-    Augmentation,
-    Config,
-    Session,
-    build_model,
-    build_optimizer,
-    compute_map,
-    hflip,
-    prepare_split,
-    scale_jitter,
-    to_target,
-    train_one_epoch,
-)
+from visiontune.trainables.faster_rcnn import METRICS, TASK, Config, Session
+from visiontune.trainables.faster_rcnn.augment import Augmentation, hflip, scale_jitter
+from visiontune.trainables.faster_rcnn.data import prepare_split, to_target
+from visiontune.trainables.faster_rcnn.engine import LOSSES, compute_map, train_one_epoch
+from visiontune.trainables.faster_rcnn.model import build_model, build_optimizer
 from visiontune.trainables.session import CHECKPOINT_FILE
 
 NAMES = ("hot", "warm", "rare")  # "rare" has boxes in train only: absent from val and test
@@ -389,6 +378,7 @@ def test_a_split_without_any_ground_truth_gives_nan_not_minus_one() -> None:
 # --- training ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 6 epochs of Faster R-CNN, the costliest test outside the Ray ones
 def test_training_reduces_the_loss_on_an_easy_set(data: DetectionDataset) -> None:
     torch.manual_seed(0)
     config = Config(**TINY, **NO_AUGMENTATION)

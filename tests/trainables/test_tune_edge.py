@@ -251,12 +251,14 @@ def probed(ray_node: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return {case["name"]: json.loads((out / f"{case['name']}.json").read_text()) for case in CASES}
 
 
+@pytest.mark.ray  # a local Ray node (ray_node)
 def test_trial_threads_are_its_cpu_share_rounded_down_to_at_least_one(probed) -> None:
     assert probed["half-cpu"]["threads"] == 1
     assert probed["two-cpus"]["threads"] == 2
     assert probed["gpu"]["threads"] == 1
 
 
+@pytest.mark.ray  # a local Ray node (ray_node)
 def test_a_trial_without_a_gpu_trains_on_the_cpu_on_a_node_with_one(probed) -> None:
     for name in ("half-cpu", "half-cpu-diverges", "two-cpus"):
         assert probed[name]["gpu_ids"] == [] and probed[name]["device"] == "cpu", name
@@ -265,6 +267,7 @@ def test_a_trial_without_a_gpu_trains_on_the_cpu_on_a_node_with_one(probed) -> N
     assert probed["gpu"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.mark.ray  # a local Ray node (ray_node)
 def test_run_trial_frees_the_session_when_the_trial_ends(probed) -> None:
     assert {name: record["outcome"] for name, record in probed.items()} == {
         "half-cpu": "finished",
@@ -291,6 +294,7 @@ def _local_device_in_a_task() -> dict[str, Any]:
     }
 
 
+@pytest.mark.ray  # a local Ray node (ray_node)
 def test_in_a_ray_task_the_local_device_follows_the_tasks_gpus(ray_node: None) -> None:
     import ray
 

@@ -20,19 +20,10 @@ from tiny_data import DETECTION_COUNTS, NAMES, SIZE, write_detection_dataset
 from visiontune.data.detection import DetectionDataset
 from visiontune.params import config_dict
 from visiontune.trainables.tune_edge import run_trial
-from visiontune.trainables.yolo import (
-    AMP_CHECK_WEIGHTS,
-    METRICS,
-    OPTIMIZERS,
-    WEIGHTS_FILE,
-    Config,
-    amp_setting,
-    evaluate_checkpoint,
-    offline_ultralytics,
-    prepare_resume,
-    train,
-    train_args,
-)
+from visiontune.trainables.yolo import METRICS, OPTIMIZERS, Config
+from visiontune.trainables.yolo.engine import WEIGHTS_FILE, prepare_resume, train, train_args
+from visiontune.trainables.yolo.evaluate import evaluate_checkpoint
+from visiontune.trainables.yolo.offline import AMP_CHECK_WEIGHTS, amp_setting, offline_ultralytics
 
 TINY = dict(imgsz=SIZE, batch=8, epochs=2, close_mosaic=0)
 COUNTS = DETECTION_COUNTS

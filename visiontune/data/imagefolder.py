@@ -138,7 +138,7 @@ def _list_layout(
     return classes, None, flat
 
 
-def _decode(path: Path) -> np.ndarray:
+def decode_image(path: Path) -> np.ndarray:
     """HxW (grayscale) or HxWx3 uint8 array of one image file."""
     try:
         with Image.open(path) as img:
@@ -149,7 +149,9 @@ def _decode(path: Path) -> np.ndarray:
                     return (array.astype(np.uint16) >> 8).astype(np.uint8)
                 return np.clip(array, 0, 255).astype(np.uint8)
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
+        # ImportError: once ultralytics is imported in the process, PIL's open of a file it does
+        # not recognise goes on to look for an optional HEIF plugin (pi_heif) and fails there
         raise InputError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
 
 
@@ -177,7 +179,7 @@ def load_imagefolder(
             f"{root}: found {len(classes)} class folder(s) {list(classes)}; need at least 2"
         )
     entries = flat if per_split is None else [e for name in SPLITS for e in per_split[name]]
-    decoded = [_decode(path) for path, _ in entries]
+    decoded = [decode_image(path) for path, _ in entries]
     rgb = any(array.ndim == 3 for array in decoded)
     if image_size is None:
         image_size = collections.Counter(a.shape[:2] for a in decoded).most_common(1)[0][0]

@@ -54,9 +54,9 @@ import yaml
 from PIL import Image
 
 from visiontune.data import thermal
-from visiontune.data.detection import SPLITS, format_labels
 from visiontune.data.files import write_tree_atomically
 from visiontune.data.thermal import NOISE_SIGMA
+from visiontune.data.yolo_tree import SPLITS, format_labels
 from visiontune.errors import InputError
 
 NAMES: tuple[str, ...] = ("No-Anomaly", "Shadowing", "Cell-Multi", "Cell", "Unclassified")

@@ -1,0 +1,89 @@
+"""A YOLO checkpoint scored on a split: ultralytics' validator, summarised overall and per class as
+JSON-ready numbers."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visiontune.data.detection import DetectionDataset
+from visiontune.trainables.yolo.engine import WEIGHTS_FILE, data_yaml
+from visiontune.trainables.yolo.offline import offline_ultralytics
+
+SPLITS = ("train", "val", "test")
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | os.PathLike[str], data: DetectionDataset, split: str
+) -> dict[str, Any]:
+    """Precision, recall, mAP50 and mAP50-95 (fractions) of a checkpoint's weights on `split`,
+    overall (`<split>_map` etc.) and per class; a class with no box in the split maps to None."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    offline_ultralytics()
+    from visiontune.trainables.device import local_device, releasing_memory
+
+    threads = torch.get_num_threads()  # validation resets torch's thread count
+    device = local_device()
+    try:
+        with (
+            releasing_memory(device),
+            tempfile.TemporaryDirectory(prefix="yolo-val-") as scratch,
+        ):
+            result = _validate(Path(checkpoint_dir) / WEIGHTS_FILE, data, split, device, scratch)
+    finally:
+        torch.set_num_threads(threads)
+    return split_metrics(result, data.names, split)
+
+
+def _validate(weights: Path, data: DetectionDataset, split: str, device: str, scratch: str) -> Any:
+    """Ultralytics' DetMetrics of `weights` on `split`; the model lives in this frame only."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    trained = model.ckpt["train_args"]
+    return model.val(
+        data=data_yaml(data),
+        split=split,
+        imgsz=trained["imgsz"],
+        batch=trained["batch"],
+        device="0" if device == "cuda" else "cpu",
+        project=scratch,
+        name="val",
+        exist_ok=True,
+        workers=0,
+        half=False,
+        plots=False,
+        save_json=False,
+        verbose=False,
+    )
+
+
+def split_metrics(result: Any, names: tuple[str, ...], split: str) -> dict[str, Any]:
+    """JSON-ready summary of an ultralytics DetMetrics."""
+    box = result.box
+    overall = {"precision": box.mp, "recall": box.mr, "map50": box.map50, "map": box.map}
+    out: dict[str, Any] = {f"{split}_{key}": _number(value) for key, value in overall.items()}
+    per_class: dict[str, dict[str, Any]] = {}
+    present = {int(c): i for i, c in enumerate(result.ap_class_index)}
+    counts = result.nt_per_class
+    for index, name in enumerate(names):
+        instances = int(counts[index]) if counts is not None and index < len(counts) else 0
+        if index not in present:
+            per_class[name] = {key: None for key in overall} | {"instances": instances}
+            continue
+        values = result.class_result(present[index])
+        per_class[name] = dict(zip(overall, map(_number, values), strict=True))
+        per_class[name]["instances"] = instances
+    out["per_class"] = per_class
+    return out
+
+
+def _number(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
