@@ -17,8 +17,8 @@ reuse_actors, max_concurrent_trials = the slots `cluster_slots` counts), with Ra
 task that `run_trial` drives is `FixedWorkTask`, which goes through the classifier's config
 validation and reports the classifier's metrics (a made-up score) with a small checkpoint every
 epoch, but whose epoch is a busy loop of single-thread torch matmuls calibrated once at startup.
-It is put in place by swapping `wrapped_trainable` inside `visiontune.sweep.tuner` while
-`build_tuner` runs (see `fixed_work_trials`); everything else comes from the sweep's own code, so
+It is handed to `build_tuner` as its `task` (the seam benchmarks use); everything else comes
+from the sweep's own code, so
 a change to the sweep's Tuner settings shows up here. Overrides of the spec, all through the
 spec's own validation: num_samples = --trials, fixed.epochs = --epochs, resources cpu=1 gpu=0,
 and an ASHA grace period of the full budget, so that no trial is stopped early and every trial
@@ -48,7 +48,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from visiontune.sweep import keep_ray_on_loopback
 
@@ -148,33 +147,6 @@ class FixedWorkTask:
         raise NotImplementedError("fixed work has no test split; the benchmark times fit() only")
 
 
-class _SpecWithTask:
-    """`spec` as `wrapped_trainable` reads it, with its task replaced by a task object."""
-
-    def __init__(self, spec: Any, task: Any) -> None:
-        self._spec = spec
-        self.task = task
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._spec, name)
-
-
-@contextlib.contextmanager
-def fixed_work_trials(task: FixedWorkTask) -> Iterator[None]:
-    """While active, `build_tuner` binds Ray's trainable (`run_trial`, with the spec's
-    resources) to `task` instead of the spec's task: the sweep's own `wrapped_trainable`, given
-    the spec with its task swapped. AttributeError if tuner.py no longer has that name."""
-    from visiontune.sweep import tuner
-
-    real = tuner.wrapped_trainable
-
-    def wrapped_fixed_work(spec: Any, data: Any) -> Any:
-        return real(_SpecWithTask(spec, task), data)
-
-    with mock.patch.object(tuner, "wrapped_trainable", wrapped_fixed_work):
-        yield
-
-
 @dataclass(frozen=True)
 class Variant:
     label: str
@@ -235,8 +207,7 @@ def run_variant(
     experiment = open_experiment(storage, f"variant-{index}")
     experiment.local.mkdir(parents=True)
     os.environ[EXPERIMENT_DIR_ENV] = str(experiment.local)  # as run_sweep sets it for callbacks
-    with fixed_work_trials(FixedWorkTask(load_task(spec.task))):
-        tuner = build_tuner(spec, work, experiment, slots)
+    tuner = build_tuner(spec, work, experiment, slots, task=FixedWorkTask(load_task(spec.task)))
     start = time.time()
     results = tuner.fit()
     end = time.time()

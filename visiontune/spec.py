@@ -1,8 +1,9 @@
 """Load and validate a sweep spec (search_spaces/*.yaml) completely, before anything starts.
 
 A spec names the task (trainable), the data, the fixed settings, the searched parameters with
-their distributions, the seed configurations evaluated first, the metric, the ASHA scheduler, the
-Optuna searcher and the resources per trial. Command-line overrides are applied to the raw YAML
+their distributions, the seed configurations evaluated first, the metric, the scheduler (asha,
+hyperband, median, fifo), the Optuna sampler (optuna_tpe, random, gp, qmc) and the resources per
+trial. Command-line overrides are applied to the raw YAML
 first, so `--set`, `--max-epochs` and friends are validated by exactly the same code as the file.
 The file's sections are checked by the models in visiontune.spec_file, then everything that
 depends on the task is checked against it here. Every problem raises InputError with one line:
@@ -73,8 +74,8 @@ class SweepSpec:
     cpus_per_trial: float
     gpus_per_trial: float
     max_failures: int
-    scheduler: dict[str, Any]  # type, and grace_period, reduction_factor for asha
-    searcher: dict[str, Any]  # type, seed, and n_startup_trials for optuna_tpe
+    scheduler: dict[str, Any]  # type and its keys (visiontune.spec_file.Scheduler)
+    searcher: dict[str, Any]  # type, seed, and n_startup_trials for optuna_tpe and gp
     fixed: dict[str, Any]
     search: dict[str, Range | Choice]
     seeds: dict[str, dict[str, Any]]

@@ -192,6 +192,20 @@ class Asha(StrictModel):
     reduction_factor: float = Field(3.0, ge=2)  # keep 1/reduction_factor of the trials per rung
 
 
+class HyperBand(StrictModel):
+    """Ray's synchronous HyperBand; max_t is fixed.epochs. An integer factor keeps every
+    bracket's last rung at max_t (visiontune.sweep.schedulers.SeedProtectingHyperBand)."""
+
+    type: Literal["hyperband"]
+    reduction_factor: int = Field(3, ge=2)  # keep 1/reduction_factor of a bracket per halving
+
+
+class Median(StrictModel):
+    type: Literal["median"]
+    grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
+    min_samples_required: int = Field(3, ge=1)  # other trials' running means the median needs
+
+
 class Fifo(StrictModel):
     type: Literal["fifo"]
 
@@ -202,8 +216,19 @@ class OptunaTPE(StrictModel):
     n_startup_trials: int = Field(10, ge=0)  # random trials before TPE starts modelling
 
 
+class GaussianProcess(StrictModel):
+    type: Literal["gp"]
+    seed: int = Field(0, ge=0)
+    n_startup_trials: int = Field(10, ge=1)  # random trials before the GP starts modelling
+
+
 class RandomSearch(StrictModel):
     type: Literal["random"]
+    seed: int = Field(0, ge=0)
+
+
+class QuasiMonteCarlo(StrictModel):
+    type: Literal["qmc"]  # scrambled Sobol sequence
     seed: int = Field(0, ge=0)
 
 
@@ -237,8 +262,10 @@ class ImageFolderData(YoloData):
         raise ValueError(f"expected auto or [height, width], got {short_repr(value)}")
 
 
-Scheduler = tagged_union("type", "scheduler", Asha, Fifo)
-Searcher = tagged_union("type", "searcher", OptunaTPE, RandomSearch)
+Scheduler = tagged_union("type", "scheduler", Asha, HyperBand, Median, Fifo)
+Searcher = tagged_union(
+    "type", "searcher", OptunaTPE, RandomSearch, GaussianProcess, QuasiMonteCarlo
+)
 DATA_MODELS: dict[str, type[YoloData]] = {"imagefolder": ImageFolderData, "yolo": YoloData}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from support import copy_fixture
 
@@ -44,8 +45,6 @@ def _write_ledger(exp: Path, ledger: dict[str, dict]) -> None:
 
 
 def _spec(exp: Path) -> dict[str, Any]:
-    import yaml
-
     return yaml.safe_load((exp / "spec.yaml").read_text())
 
 

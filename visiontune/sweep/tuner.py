@@ -19,14 +19,32 @@ from visiontune.sweep.compat import use_own_tune_loggers
 
 
 def build_sampler(spec: SweepSpec) -> Any:
-    """The spec's Optuna sampler: `optuna_tpe` (TPE after `n_startup_trials` random ones) or
-    `random`, both seeded by `searcher.seed`."""
+    """The spec's Optuna sampler, seeded by `searcher.seed`; the spec's other keys are the
+    sampler's own arguments (`n_startup_trials`). Every other option stays at Optuna 5's
+    defaults (TPE: multivariate, constant liar).
+
+    `optuna_tpe`: TPE after `n_startup_trials` random ones; it learns from pruned trials too.
+    `random`: independent uniform draws. `gp`: Gaussian-process BO (`GPSampler`, needs torch
+    and scipy); it models COMPLETE trials only, so under an early-stopping scheduler it learns
+    from the trials that ran their full budget. `qmc`: a scrambled Sobol sequence, which covers
+    the space more evenly than random draws (Optuna marks `QMCSampler` experimental: its
+    ExperimentalWarning is silenced here, the choice having been made in the spec).
+    """
+    import warnings
+
     import optuna
 
-    seed = spec.searcher["seed"]
-    if spec.searcher["type"] == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.searcher["n_startup_trials"])
+    options = {key: value for key, value in spec.searcher.items() if key != "type"}
+    kind = spec.searcher["type"]
+    if kind == "random":
+        return optuna.samplers.RandomSampler(**options)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(**options)
+    if kind == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, **options)
+    return optuna.samplers.TPESampler(**options)
 
 
 def build_searcher(spec: SweepSpec, study_file: Path, study_name: str) -> Any:
@@ -44,15 +62,16 @@ def build_searcher(spec: SweepSpec, study_file: Path, study_name: str) -> Any:
     )
 
 
-def wrapped_trainable(spec: SweepSpec, data: Any) -> Any:
-    """The one Ray edge bound to the spec's task, with the shared dataset and the per-trial
-    resources (also what a resumed sweep must be given again)."""
+def wrapped_trainable(spec: SweepSpec, data: Any, task: Any = None) -> Any:
+    """The one Ray edge bound to the spec's task (or to `task`, a task object a benchmark
+    substitutes), with the shared dataset and the per-trial resources (also what a resumed
+    sweep must be given again)."""
     from ray import tune
 
     from visiontune.trainables.tune_edge import run_trial
 
     return tune.with_resources(
-        tune.with_parameters(run_trial, task=spec.task, data=data),
+        tune.with_parameters(run_trial, task=task or spec.task, data=data),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
 
@@ -89,8 +108,12 @@ def _run_config(spec: SweepSpec, experiment: Experiment) -> Any:
     )
 
 
-def build_tuner(spec: SweepSpec, data: Any, experiment: Experiment, slots: int) -> Any:
-    """A new sweep's Tuner; the study is created in the experiment directory."""
+def build_tuner(
+    spec: SweepSpec, data: Any, experiment: Experiment, slots: int, task: Any = None
+) -> Any:
+    """A new sweep's Tuner; the study is created in the experiment directory. `task` replaces
+    the spec's task object in the trials (benchmarks/orchestration_overhead.py times the
+    sweep's own Tuner around fixed-work trials that way)."""
     from ray import tune
 
     from visiontune.sweep.schedulers import build_scheduler
@@ -106,7 +129,7 @@ def build_tuner(spec: SweepSpec, data: Any, experiment: Experiment, slots: int) 
         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
     )
     return tune.Tuner(
-        wrapped_trainable(spec, data),
+        wrapped_trainable(spec, data, task),
         param_space=dict(spec.fixed),
         tune_config=tune_config,
         run_config=_run_config(spec, experiment),
