@@ -82,3 +82,36 @@ def copy_fixture(name: str, target: Path) -> Path:
     """A writable copy of the checked-in experiment directory tests/fixtures/NAME (`experiment`:
     a 5-trial classifier sweep with ASHA stops; `diverging`: a sweep with an errored trial)."""
     return Path(shutil.copytree(FIXTURES / name, target / name))
+
+
+def check_study_against_trials(exp: Path, epochs: int, metric: str = "val_acc") -> None:
+    """The sweep's Optuna study agrees with what its trials trained: every epoch a trial
+    reported is its intermediate value at step = epoch (also the one a scheduler stopped it on,
+    and a finished trial's last); a STOPPED trial is PRUNED with its stopping epoch's value, a
+    TERMINATED one trained every epoch and is COMPLETE with its best epoch's value, as in
+    trials.csv; the seed points are TERMINATED."""
+    import json
+
+    import optuna
+    import pandas as pd
+
+    from visiontune.analysis.results import read_result_lines
+
+    status = json.loads((exp / "trial_status.json").read_text())
+    trials = pd.read_csv(exp / "report" / "trials.csv").set_index("trial_id")
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials.index)
+    for trial in study.trials:
+        row = trials.loc[trial.user_attrs["tune_trial_id"]]
+        results = read_result_lines(exp / row["dir"] / "result.json")
+        trained = {r["epoch"]: r[metric] for r in results}
+        assert list(trained) == list(range(1, row["epochs"] + 1)), (row.name, list(trained))
+        assert trial.intermediate_values == trained, row.name
+        if status[row.name]["status"] == "STOPPED":
+            assert row["epochs"] < epochs and not (isinstance(row["seed"], str) and row["seed"])
+            assert trial.state == optuna.trial.TrialState.PRUNED
+            assert trial.value == trained[row["epochs"]]
+        else:
+            assert status[row.name]["status"] == "TERMINATED" and row["epochs"] == epochs
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.value == pytest.approx(row[metric], abs=0, rel=1e-12)

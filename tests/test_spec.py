@@ -58,7 +58,7 @@ def test_every_key_of_every_search_space_has_a_comment(space):
             lambda r: r["search"]["lr"].update(distribution="gaussian"),
             "unknown distribution 'gaussian'",
         ),
-        (lambda r: r["scheduler"].update(type="hyperband"), "unknown scheduler 'hyperband'"),
+        (lambda r: r["scheduler"].update(type="pbt"), "unknown scheduler 'pbt'"),
         (lambda r: r["searcher"].update(type="bohb"), "unknown searcher 'bohb'"),
         (
             lambda r: r["search"]["block_dropout"].update(high=1.5),
@@ -258,9 +258,9 @@ def test_an_unknown_key_in_any_section_names_the_allowed_ones(tmp_path, edit, ex
         (lambda r: r["search"]["lr"].update(distribution="normal"), "search.lr.distribution: unknown distribution 'normal' (known: uniform, loguniform, int, choice)"),
         (lambda r: r["search"]["lr"].pop("distribution"), "search.lr: missing key 'distribution' (one of: uniform, loguniform, int, choice)"),
         (lambda r: r["search"].update(lr=0.01), "search.lr: expected a mapping, got 0.01"),
-        (lambda r: r["scheduler"].update(type="pbt"), "scheduler.type: unknown scheduler 'pbt' (known: asha, fifo)"),
-        (lambda r: r["scheduler"].pop("type"), "scheduler: missing key 'type' (one of: asha, fifo)"),
-        (lambda r: r["searcher"].update(type=["random"]), "searcher.type: unknown searcher ['random'] (known: optuna_tpe, random)"),
+        (lambda r: r["scheduler"].update(type="pbt"), "scheduler.type: unknown scheduler 'pbt' (known: asha, hyperband, median, fifo)"),
+        (lambda r: r["scheduler"].pop("type"), "scheduler: missing key 'type' (one of: asha, hyperband, median, fifo)"),
+        (lambda r: r["searcher"].update(type=["random"]), "searcher.type: unknown searcher ['random'] (known: optuna_tpe, random, gp, qmc)"),
     ],
 )  # fmt: skip
 def test_a_wrong_kind_of_section_names_the_allowed_kinds(tmp_path, edit, expected):
@@ -309,3 +309,67 @@ def test_a_file_that_is_not_text_is_one_line(tmp_path):
 def test_the_objective_is_the_metric_and_its_direction():
     objective = load_spec(CLASSIFIER_SPACE).objective
     assert (objective.metric, objective.mode) == ("val_acc", "max")
+
+
+CHOICES = [
+    ("scheduler", {"type": "asha", "grace_period": 3, "reduction_factor": 2}),
+    ("scheduler", {"type": "hyperband", "reduction_factor": 2}),
+    ("scheduler", {"type": "median", "grace_period": 2, "min_samples_required": 4}),
+    ("scheduler", {"type": "fifo"}),
+    ("searcher", {"type": "optuna_tpe", "seed": 3, "n_startup_trials": 0}),
+    ("searcher", {"type": "random", "seed": 3}),
+    ("searcher", {"type": "gp", "seed": 3, "n_startup_trials": 5}),
+    ("searcher", {"type": "qmc", "seed": 3}),
+]
+
+
+@pytest.mark.parametrize(("section", "choice"), CHOICES)
+def test_each_scheduler_and_searcher_type_is_accepted_with_its_keys(tmp_path, section, choice):
+    spec = load_spec(_edited(tmp_path, lambda r: r.update({section: choice})))
+    assert getattr(spec, section) == choice
+
+
+@pytest.mark.parametrize(
+    ("section", "choice", "defaults"),
+    [
+        ("scheduler", {"type": "hyperband"}, {"reduction_factor": 3}),
+        ("scheduler", {"type": "median"}, {"grace_period": 1, "min_samples_required": 3}),
+        ("searcher", {"type": "gp"}, {"seed": 0, "n_startup_trials": 10}),
+        ("searcher", {"type": "qmc"}, {"seed": 0}),
+    ],
+)
+def test_a_type_alone_takes_its_defaults(tmp_path, section, choice, defaults):
+    spec = load_spec(_edited(tmp_path, lambda r: r.update({section: choice})))
+    assert getattr(spec, section) == {**choice, **defaults}
+
+
+@pytest.mark.parametrize(
+    ("section", "choice", "expected"),
+    [
+        ("scheduler", {"type": "hyperband", "grace_period": 2}, "scheduler: unknown key 'grace_period' (allowed: reduction_factor, type)"),
+        ("scheduler", {"type": "hyperband", "max_t": 8}, "scheduler: unknown key 'max_t' (allowed: reduction_factor, type)"),
+        ("scheduler", {"type": "median", "reduction_factor": 3}, "scheduler: unknown key 'reduction_factor' (allowed: grace_period, min_samples_required, type)"),
+        ("searcher", {"type": "gp", "multivariate": True}, "searcher: unknown key 'multivariate' (allowed: n_startup_trials, seed, type)"),
+        ("searcher", {"type": "qmc", "n_startup_trials": 4}, "searcher: unknown key 'n_startup_trials' (allowed: seed, type)"),
+        ("scheduler", {"type": "hyperband", "reduction_factor": 1}, "scheduler.reduction_factor: must be >= 2, got 1"),
+        ("scheduler", {"type": "hyperband", "reduction_factor": 2.5}, "scheduler.reduction_factor: expected int, got 2.5"),
+        ("scheduler", {"type": "asha", "reduction_factor": 1.5}, "scheduler.reduction_factor: must be >= 2, got 1.5"),
+        ("scheduler", {"type": "median", "min_samples_required": 0}, "scheduler.min_samples_required: must be >= 1, got 0"),
+        ("scheduler", {"type": "median", "grace_period": 0}, "scheduler.grace_period: must be >= 1, got 0"),
+        ("scheduler", {"type": "median", "grace_period": 9}, "scheduler.grace_period: 9 > fixed.epochs 8"),
+        ("searcher", {"type": "gp", "n_startup_trials": 0}, "searcher.n_startup_trials: must be >= 1, got 0"),
+        ("searcher", {"type": "qmc", "seed": -1}, "searcher.seed: must be >= 0, got -1"),
+        ("searcher", {"type": "bohb"}, "searcher.type: unknown searcher 'bohb' (known: optuna_tpe, random, gp, qmc)"),
+    ],
+)  # fmt: skip
+def test_a_bad_scheduler_or_searcher_choice_is_one_line(tmp_path, section, choice, expected):
+    path = _edited(tmp_path, lambda r: r.update({section: choice}))
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+def test_max_epochs_shortens_the_median_rules_grace_period_too(tmp_path):
+    path = _edited(tmp_path, lambda r: r.update(scheduler={"type": "median", "grace_period": 4}))
+    spec = load_spec(path, {"max_epochs": 3})
+    assert spec.scheduler == {"type": "median", "grace_period": 3, "min_samples_required": 3}

@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from support import CLASSIFIER_SPACE, REPO, visiontune
+from support import CLASSIFIER_SPACE, REPO, check_study_against_trials, visiontune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
@@ -90,26 +90,7 @@ def test_the_study_holds_every_epoch_each_trial_trained_and_the_value_trials_csv
     """Every epoch reaches Optuna, also the one ASHA stopped a trial on and a finished trial's
     last (Ray's controller gives the searcher neither); STOPPED is PRUNED with the stopping
     epoch's value, TERMINATED is COMPLETE with its best epoch's value, as in trials.csv."""
-    from visiontune.analysis.results import read_result_lines
-
-    status = json.loads((sweep["dir"] / "trial_status.json").read_text())
-    trials = pd.read_csv(sweep["dir"] / "report" / "trials.csv").set_index("trial_id")
-    study = optuna.load_study(study_name="small", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
-    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials.index)
-    for trial in study.trials:
-        row = trials.loc[trial.user_attrs["tune_trial_id"]]
-        results = read_result_lines(sweep["dir"] / row["dir"] / "result.json")
-        trained = {r["epoch"]: r["val_acc"] for r in results}
-        assert list(trained) == list(range(1, row["epochs"] + 1)), (row.name, list(trained))
-        assert trial.intermediate_values == trained, row.name
-        if status[row.name]["status"] == "STOPPED":
-            assert row["epochs"] < EPOCHS
-            assert trial.state == optuna.trial.TrialState.PRUNED
-            assert trial.value == trained[row["epochs"]]
-        else:
-            assert status[row.name]["status"] == "TERMINATED"
-            assert trial.state == optuna.trial.TrialState.COMPLETE
-            assert trial.value == pytest.approx(row["val_acc"], abs=0, rel=1e-12)
+    check_study_against_trials(sweep["dir"], EPOCHS)
 
 
 def test_tuned_best_is_tested_and_at_least_as_good_as_the_seeds_on_validation(sweep):
@@ -202,3 +183,40 @@ def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tiny_ima
         _plugin_content(errored, metadata.SESSION_END_INFO_TAG)
     )
     assert end.status == api_pb2.STATUS_FAILURE
+
+
+CHOICES = {  # every searcher and scheduler type of the spec in as few sweeps as cover them all
+    "gp+hyperband": (
+        {"type": "gp", "seed": 0, "n_startup_trials": 2},
+        {"type": "hyperband", "reduction_factor": 3},
+        7,  # 2 seeds, HyperBand's bracket of 2 (3 epochs), its bracket of 3 (halved after 1)
+    ),
+    "random+median": (
+        {"type": "random", "seed": 0},
+        {"type": "median", "grace_period": 1, "min_samples_required": 1},
+        4,
+    ),
+    "qmc+fifo": ({"type": "qmc", "seed": 0}, {"type": "fifo"}, 4),
+}  # optuna_tpe + asha: the module's `sweep`
+
+
+@pytest.mark.parametrize("choice", list(CHOICES))
+def test_a_small_sweep_completes_with_each_searcher_and_scheduler_type(
+    choice, tiny_imagefolder, tmp_path
+):
+    searcher, scheduler, num_samples = CHOICES[choice]
+    raw = yaml.safe_load(CLASSIFIER_SPACE.read_text())
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**raw, "searcher": searcher, "scheduler": scheduler}))
+    proc = visiontune(
+        "tune", space, "--num-samples", num_samples, "--max-epochs", EPOCHS, "--set", "width=4",
+        "--set", "batch_size=16", "--data", tiny_imagefolder, "--storage", tmp_path,
+        "--name", "choice",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "choice"
+    saved = yaml.safe_load((exp / "spec.yaml").read_text())
+    assert (saved["searcher"], saved["scheduler"]) == (searcher, scheduler)
+    trials = pd.read_csv(exp / "report" / "trials.csv")
+    assert len(trials) == num_samples
+    check_study_against_trials(exp, EPOCHS)

@@ -2,9 +2,9 @@
 
 A spec names the task (trainable), the data, the fixed settings, the searched parameters with
 their distributions, the seed configurations evaluated first, the metric, the scheduler (asha,
-hyperband, median, fifo), the Optuna sampler (optuna_tpe, random, gp, qmc) and the resources per
-trial. Command-line overrides are applied to the raw YAML
-first, so `--set`, `--max-epochs` and friends are validated by exactly the same code as the file.
+hyperband, median, fifo), the searcher (Optuna's optuna_tpe, random, gp, qmc, or Ray's bohb) and
+the resources per trial. Command-line overrides are applied to the raw YAML first, so `--set`,
+`--max-epochs` and friends are validated by exactly the same code as the file.
 The file's sections are checked by the models in visiontune.spec_file, then everything that
 depends on the task is checked against it here. Every problem raises InputError with one line:
 "<file>: <key path>: <what is wrong>, got <value, at most ~80 characters>".
@@ -276,6 +276,12 @@ def validate(raw: dict[str, Any], where: str) -> SweepSpec:
             f"{where}: scheduler.grace_period: {scheduler['grace_period']} > "
             f"fixed.epochs {fixed['epochs']}"
         )
+    searcher = top.searcher.model_dump()
+    if searcher["type"] == "bohb" and scheduler["type"] != "hyperband":
+        raise InputError(
+            f"{where}: searcher.type: bohb needs scheduler.type hyperband (BOHB models "
+            f"HyperBand's budgets), got scheduler.type {scheduler['type']}"
+        )
     source = _data_source(data.source, task.DATA_FORMAT, top.task, where)
     raw["data"] = {**top.data, "source": source}  # the saved spec names the same data anywhere
     resources = top.resources or Resources()
@@ -293,7 +299,7 @@ def validate(raw: dict[str, Any], where: str) -> SweepSpec:
         gpus_per_trial=resources.gpu,
         max_failures=top.max_failures,
         scheduler=scheduler,
-        searcher=top.searcher.model_dump(),
+        searcher=searcher,
         fixed=fixed,
         search=search,
         seeds=seeds,

@@ -219,7 +219,7 @@ class OptunaTPE(StrictModel):
 class GaussianProcess(StrictModel):
     type: Literal["gp"]
     seed: int = Field(0, ge=0)
-    n_startup_trials: int = Field(10, ge=1)  # random trials before the GP starts modelling
+    n_startup_trials: int = Field(10, ge=1)  # random trials first; the GP models finished ones
 
 
 class RandomSearch(StrictModel):
@@ -229,6 +229,13 @@ class RandomSearch(StrictModel):
 
 class QuasiMonteCarlo(StrictModel):
     type: Literal["qmc"]  # scrambled Sobol sequence
+    seed: int = Field(0, ge=0)
+
+
+class Bohb(StrictModel):
+    """Ray's TuneBOHB; only with `scheduler.type: hyperband` (BOHB models HyperBand's budgets)."""
+
+    type: Literal["bohb"]
     seed: int = Field(0, ge=0)
 
 
@@ -264,7 +271,7 @@ class ImageFolderData(YoloData):
 
 Scheduler = tagged_union("type", "scheduler", Asha, HyperBand, Median, Fifo)
 Searcher = tagged_union(
-    "type", "searcher", OptunaTPE, RandomSearch, GaussianProcess, QuasiMonteCarlo
+    "type", "searcher", OptunaTPE, RandomSearch, GaussianProcess, QuasiMonteCarlo, Bohb
 )
 DATA_MODELS: dict[str, type[YoloData]] = {"imagefolder": ImageFolderData, "yolo": YoloData}
 

@@ -89,6 +89,7 @@ def test_yolo_yaml_is_an_absolute_copy_outside_the_dataset(pristine: Path) -> No
     assert load_yolo(pristine / "data.yaml").yolo_yaml == ds.yolo_yaml  # keyed by the yaml path
 
 
+@pytest.mark.slow  # starts ultralytics in a subprocess
 def test_ultralytics_reads_yolo_yaml_from_another_working_directory(
     pristine: Path, tmp_path: Path
 ) -> None:

@@ -207,6 +207,7 @@ def test_label_lines_are_class_and_four_six_decimal_numbers(written: Path) -> No
     assert lines and all(line.match(text) for text in lines)
 
 
+@pytest.mark.slow  # starts ultralytics in a subprocess
 def test_ultralytics_accepts_every_written_image_and_label(written: Path, tmp_path: Path) -> None:
     # A subprocess: importing ultralytics changes thread settings for the whole interpreter.
     script = textwrap.dedent(

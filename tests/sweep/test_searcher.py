@@ -1,25 +1,19 @@
 """visiontune's searcher (visiontune/sweep/searcher.py) fed Ray's calls directly, without a Ray
 cluster: what the Optuna study in SQLite holds afterwards, read back with `optuna.load_study` as
-a user would. The scheduler tests give the sweep's schedulers the results Ray's controller would."""
+a user would. The schedulers' share of the telling is in test_schedulers.py."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
-import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
-from support import CLASSIFIER_SPACE
 
 from visiontune.best import Objective
-from visiontune.spec import load_spec
-from visiontune.sweep.schedulers import build_scheduler
 from visiontune.sweep.searcher import StudySearcher
-from visiontune.sweep.tuner import build_searcher
 
 EPOCHS = 3
 SPACE = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "arch": CategoricalDistribution(["a", "b"])}
@@ -148,46 +142,3 @@ def test_saved_state_restores_into_the_searcher_unpickled_at_the_start(tmp_path)
     assert trials["b"].state == TrialState.PRUNED
     assert trials["c"].state == TrialState.RUNNING
     assert sorted(t.number for t in trials.values()) == [0, 1, 2, 3]
-
-
-@pytest.fixture
-def spec():
-    return load_spec(CLASSIFIER_SPACE, {"max_epochs": EPOCHS, "num_samples": 4})
-
-
-@pytest.mark.parametrize("scheduler_type", ["asha", "fifo"])
-def test_the_scheduler_hands_every_result_to_the_searcher(spec, tmp_path, scheduler_type):
-    if scheduler_type == "fifo":
-        raw = yaml.safe_load(CLASSIFIER_SPACE.read_text())
-        (tmp_path / "fifo.yaml").write_text(yaml.safe_dump({**raw, "scheduler": {"type": "fifo"}}))
-        spec = load_spec(tmp_path / "fifo.yaml", {"max_epochs": EPOCHS})
-    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
-    scheduler = build_scheduler(spec, searcher)
-    config = searcher.suggest("t")
-    trial = SimpleNamespace(trial_id="t", config={**spec.fixed, **config})
-    scheduler.on_trial_add(None, trial)
-    for epoch in range(1, EPOCHS + 1):
-        scheduler.on_trial_result(None, trial, {**_result(epoch, epoch / 10)})
-    assert _study(tmp_path)["t"].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
-
-
-def test_asha_never_stops_a_seed_configuration(spec, tmp_path):
-    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
-    scheduler = build_scheduler(spec, searcher)
-    seed = SimpleNamespace(trial_id="seed", config={**spec.fixed, **searcher.suggest("seed")})
-    other = SimpleNamespace(trial_id="other", config={**spec.fixed, "lr": 0.5})
-    assert spec.seed_name(seed.config) == "seed baseline"
-    last = _result(EPOCHS, 0.5)  # ASHA stops every trial at max_t
-    assert scheduler.on_trial_result(None, seed, last) == "CONTINUE"
-    assert scheduler.on_trial_result(None, other, last) == "STOP"
-
-
-def test_a_failed_trials_reason_comes_from_the_traceback_ray_wrote(spec, tmp_path):
-    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
-    scheduler = build_scheduler(spec, searcher)
-    searcher.suggest("t")
-    error_file = tmp_path / "error.txt"
-    error_file.write_text("Traceback (most recent call last):\n  ...\nValueError: boom\n\n")
-    scheduler.on_trial_error(None, SimpleNamespace(trial_id="t", error_file=str(error_file)))
-    searcher.on_trial_complete("t", error=True)
-    assert _study(tmp_path)["t"].user_attrs["error"] == "ValueError: boom"

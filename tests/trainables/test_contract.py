@@ -139,6 +139,7 @@ def test_unknown_task_names_are_refused_with_the_known_ones() -> None:
 # --- training ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains every task for real
 def test_each_epoch_hands_over_every_metric_and_its_checkpoint(
     task: Trainable, straight: Trained
 ) -> None:
@@ -149,6 +150,7 @@ def test_each_epoch_hands_over_every_metric_and_its_checkpoint(
     assert len(straight.checkpoints) == EPOCHS
 
 
+@pytest.mark.slow  # trains every task for real
 def test_restoring_an_epoch_checkpoint_continues_at_the_next_epoch(
     task: Trainable, data: Any, straight: Trained, tmp_path: Path
 ) -> None:
@@ -160,6 +162,7 @@ def test_restoring_an_epoch_checkpoint_continues_at_the_next_epoch(
         assert {k: resumed.metrics[0][k] for k in task.METRICS} == expected
 
 
+@pytest.mark.slow  # trains every task for real
 def test_restoring_the_final_checkpoint_trains_nothing(
     task: Trainable, data: Any, straight: Trained, tmp_path: Path
 ) -> None:
@@ -167,6 +170,7 @@ def test_restoring_the_final_checkpoint_trains_nothing(
     assert resumed.metrics == []
 
 
+@pytest.mark.slow  # trains every task for real
 @pytest.mark.parametrize("task_name", sorted(DIVERGING))
 def test_a_loss_that_becomes_nan_or_inf_raises_floating_point_error(
     task_name: str, datasets: dict[str, Any], tmp_path: Path
@@ -180,6 +184,7 @@ def test_a_loss_that_becomes_nan_or_inf_raises_floating_point_error(
 # --- evaluation ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains every task for real
 def test_evaluate_checkpoint_gives_split_prefixed_numbers_that_are_json_ready(
     task: Trainable, data: Any, straight: Trained
 ) -> None:
@@ -193,6 +198,7 @@ def test_evaluate_checkpoint_gives_split_prefixed_numbers_that_are_json_ready(
         assert name in task.METRICS or f"val_{name}" in task.METRICS, key
 
 
+@pytest.mark.slow  # trains every task for real
 def test_evaluating_the_same_checkpoint_twice_gives_the_same_numbers(
     task: Trainable, data: Any, straight: Trained
 ) -> None:

@@ -227,6 +227,7 @@ def test_augmentation_is_a_function_of_the_generator_seed() -> None:
 # --- model ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains Faster R-CNN
 @pytest.mark.parametrize("backbone", ["mobilenet_v3_large_fpn", "resnet50_fpn"])
 def test_model_builds_and_trains_without_any_network_access(
     backbone: str, data: DetectionDataset
@@ -399,6 +400,7 @@ def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {key: metrics[key] for key in METRICS}  # images_per_s is wall-clock, not state
 
 
+@pytest.mark.slow  # trains Faster R-CNN
 def test_amp_changes_nothing_on_the_cpu(data: DetectionDataset) -> None:
     config = dict(TINY, scale_jitter=0.3, brightness=0.1, seed=4)  # augmentation draws matter
 
@@ -425,6 +427,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_full_state(
     assert state["config"] == config_dict(config)
 
 
+@pytest.mark.slow  # trains Faster R-CNN
 def test_load_session_and_evaluate_checkpoint_rebuild_the_saved_run(
     data: DetectionDataset, tmp_path
 ) -> None:

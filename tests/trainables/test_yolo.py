@@ -207,6 +207,7 @@ def test_defaults_are_ultralytics_hyperparameters_at_the_seed_size() -> None:
 # --- training ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_training_and_validation_attempt_no_network_connection(
     straight: Run, evaluation: dict
 ) -> None:
@@ -214,6 +215,7 @@ def test_training_and_validation_attempt_no_network_connection(
     assert straight.network == []
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_one_report_per_epoch_after_validation_with_every_metric(straight: Run) -> None:
     assert [r["epoch"] for r in straight.reports] == [1, 2]
     for report in straight.reports:
@@ -226,6 +228,7 @@ def test_one_report_per_epoch_after_validation_with_every_metric(straight: Run) 
     assert straight.reports[1]["box_loss"] != straight.reports[0]["box_loss"]
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_each_report_carries_that_epochs_resumable_checkpoint(straight: Run) -> None:
     for number, directory in enumerate(straight.checkpoints, start=1):
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=False)
@@ -234,6 +237,7 @@ def test_each_report_carries_that_epochs_resumable_checkpoint(straight: Run) -> 
         assert state["train_args"]["nbs"] == TINY["batch"]
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_resume_from_an_epoch_checkpoint_continues_at_the_next_epoch(
     straight: Run, data: DetectionDataset, tmp_path: Path
 ) -> None:
@@ -256,6 +260,7 @@ def test_resume_from_an_epoch_checkpoint_continues_at_the_next_epoch(
     assert Path(state["train_args"]["save_dir"]).is_relative_to(out)
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_resume_sets_amp_for_the_resuming_device_not_the_one_that_wrote_it(
     straight: Run, data: DetectionDataset, tmp_path: Path
 ) -> None:
@@ -272,6 +277,7 @@ def test_resume_sets_amp_for_the_resuming_device_not_the_one_that_wrote_it(
     assert resumed["train_args"]["amp"] is False  # ultralytics would keep a checkpoint's amp
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_resume_from_the_final_epoch_has_nothing_to_do(
     straight: Run, data: DetectionDataset, tmp_path: Path
 ) -> None:
@@ -279,6 +285,7 @@ def test_resume_from_the_final_epoch_has_nothing_to_do(
     assert prepare_resume(final, Config(**TINY), data, str(tmp_path)) is None
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_evaluate_checkpoint_reports_the_split_and_every_class(evaluation: dict) -> None:
     overall = {f"test_{key}" for key in ("precision", "recall", "map50", "map")}
     assert set(evaluation) == overall | {"per_class"}
@@ -292,6 +299,7 @@ def test_evaluate_checkpoint_reports_the_split_and_every_class(evaluation: dict)
     assert rare == {"precision": None, "recall": None, "map50": None, "map": None, "instances": 0}
 
 
+@pytest.mark.slow  # trains YOLO with ultralytics
 def test_evaluate_checkpoint_rejects_an_unknown_split(
     straight: Run, data: DetectionDataset
 ) -> None:

@@ -1,8 +1,12 @@
 """Every place visiontune leans on something Ray or Optuna does not promise: Ray's environment
-variables and the one Optuna storage path the searcher needs. Each entry names the version it
-was checked on and why it is needed; when Ray or Optuna move, this is the file to re-check.
+variables, the one Optuna storage path the searcher needs, and the experiment-state mark that a
+trial stopped while paused needs. Each entry names the version it was checked on and why it is
+needed; when Ray or Optuna move, this is the file to re-check.
 
-Nothing here imports Ray (the loopback variables must be set before Ray is imported).
+Nothing here imports Ray (the loopback variables must be set before Ray is imported). The
+scheduler subclasses in visiontune.sweep.schedulers, which must import Ray, lean on two private
+members of Ray's schedulers; that module's docstring names them, and tests/sweep/test_schedulers.py
+pins both.
 """
 
 from __future__ import annotations
@@ -66,3 +70,22 @@ class StoredTrial:
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self._storage.set_trial_user_attr(self._id, key, value)
+
+
+# --- Ray's saved experiment state: a trial stopped while paused (checked on ray 2.60.0) --------
+
+
+def save_state_of_removed_trial(tune_controller: Any, trial: Any) -> None:
+    """Have Ray write `trial`'s state into its next experiment checkpoint.
+
+    `TuneController.stop_trial` on a PAUSED or PENDING trial (HyperBand stops paused trials
+    when it halves a bracket or closes a finished one) tells the scheduler `on_trial_remove`,
+    then sets the trial TERMINATED without marking it for the experiment checkpoint
+    (`_schedule_trial_stop` returns before `_mark_trial_to_checkpoint` for a trial that has no
+    actor, ray 2.60.0). The saved state then kept calling it PAUSED: the finished sweep looked
+    interrupted, and `--resume` would have trained the trial again. Marking it from
+    `on_trial_remove` is enough: Ray serialises the trial when it writes the checkpoint, after
+    the status change. Controllers without the method (tests' stand-ins) are left alone."""
+    mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+    if mark is not None:
+        mark(trial)

@@ -17,6 +17,8 @@ What the study is told, and why Ray's stock `OptunaSearch` is not used (ray 2.60
 * Trials still running stay RUNNING, so TPE's constant liar (Optuna 5 default) sees them.
 * Each study trial carries the Tune trial id (user attribute `tune_trial_id`), which maps it to
   the ledger and the trial directory.
+* With a `proposer` (BOHB, visiontune.sweep.bohb), the proposer picks every configuration, seed
+  points first; each is enqueued in the study and asked for there, so the study is the same.
 
 A resumed sweep unpickles this searcher and restores its saved state (`save`/`restore`): the map
 from Tune trial to study trial number and the sampler's state. The study itself lives in SQLite
@@ -69,6 +71,7 @@ class StudySearcher(Searcher):
         study_name: str,
         sampler: optuna.samplers.BaseSampler,
         seeds: Iterable[Mapping[str, Any]] = (),
+        proposer: Any = None,
     ) -> None:
         super().__init__(metric=objective.metric, mode=objective.mode)
         self._space = dict(space)
@@ -81,8 +84,9 @@ class StudySearcher(Searcher):
         self._params: dict[str, dict[str, Any]] = {}  # Tune trial id -> proposed config
         self._finished: set[str] = set()  # told COMPLETE / PRUNED / FAIL
         self._errors: dict[str, str] = {}  # why a trial failed, from the scheduler
+        self._proposer = proposer  # proposes every configuration (the seeds too) if given
         self._forget_study()
-        if not self._open().get_trials(deepcopy=False):  # a new study: the seeds go first
+        if not self._open().get_trials(deepcopy=False) and proposer is None:  # seeds first
             for point in seeds:
                 self._study.enqueue_trial(dict(point))
 
@@ -132,7 +136,10 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if trial_id in self._params:
             return dict(self._params[trial_id])
-        trial = self._open().ask(self._space)  # an enqueued seed point first, if any is left
+        study = self._open()
+        if self._proposer is not None:
+            study.enqueue_trial(self._proposer.suggest(trial_id))
+        trial = study.ask(self._space)  # an enqueued seed point first, if any is left
         trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         self._numbers[trial_id] = trial.number
         self._params[trial_id] = dict(trial.params)
@@ -147,6 +154,8 @@ class StudySearcher(Searcher):
     ) -> None:
         if trial_id not in self._numbers or trial_id in self._finished:
             return
+        if self._proposer is not None:
+            self._proposer.forget(trial_id)
         if result:
             self.record(trial_id, result)
         study = self._open()
@@ -182,6 +191,17 @@ class StudySearcher(Searcher):
             return
         self._trial(trial_id).report(step, float(value))
         recorded[step] = float(value)
+
+    def observe(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """A result the scheduler judged at a budget, for the proposer (BOHB) if there is one."""
+        if self._proposer is not None:
+            self._proposer.observe(trial_id, result)
+
+    def on_pause(self, trial_id: str) -> None:
+        """Ray's HyperBand for BOHB tells the searcher of a pause; the study is not told."""
+
+    def on_unpause(self, trial_id: str) -> None:
+        """As `on_pause`."""
 
     def note_error(self, trial_id: str, reason: str) -> None:
         """Why a trial failed; the study gets it when Ray reports the trial complete."""

@@ -28,7 +28,9 @@ def build_sampler(spec: SweepSpec) -> Any:
     and scipy); it models COMPLETE trials only, so under an early-stopping scheduler it learns
     from the trials that ran their full budget. `qmc`: a scrambled Sobol sequence, which covers
     the space more evenly than random draws (Optuna marks `QMCSampler` experimental: its
-    ExperimentalWarning is silenced here, the choice having been made in the spec).
+    ExperimentalWarning is silenced here, the choice having been made in the spec). `bohb`:
+    the study's sampler is never consulted (BOHB proposes every configuration, see
+    visiontune.sweep.bohb); a seeded random sampler stands in.
     """
     import warnings
 
@@ -36,7 +38,7 @@ def build_sampler(spec: SweepSpec) -> Any:
 
     options = {key: value for key, value in spec.searcher.items() if key != "type"}
     kind = spec.searcher["type"]
-    if kind == "random":
+    if kind in ("random", "bohb"):
         return optuna.samplers.RandomSampler(**options)
     if kind == "gp":
         return optuna.samplers.GPSampler(**options)
@@ -51,6 +53,13 @@ def build_searcher(spec: SweepSpec, study_file: Path, study_name: str) -> Any:
     """The sweep's StudySearcher over the study `study_name` in `study_file`."""
     from visiontune.sweep.searcher import StudySearcher
 
+    proposer = None
+    if spec.searcher["type"] == "bohb":
+        from visiontune.sweep.bohb import BohbProposer
+
+        proposer = BohbProposer(
+            spec.search, spec.objective, spec.searcher["seed"], spec.seeds.values()
+        )
     return StudySearcher(
         space={name: dist.to_optuna() for name, dist in spec.search.items()},
         objective=Objective(spec.metric, spec.mode),
@@ -59,6 +68,7 @@ def build_searcher(spec: SweepSpec, study_file: Path, study_name: str) -> Any:
         study_name=study_name,
         sampler=build_sampler(spec),
         seeds=[dict(point) for point in spec.seeds.values()],
+        proposer=proposer,
     )
 
 
@@ -108,6 +118,21 @@ def _run_config(spec: SweepSpec, experiment: Experiment) -> Any:
     )
 
 
+def concurrent_trials(spec: SweepSpec, slots: int) -> int | None:
+    """Ray's `max_concurrent_trials` for the sweep: the spec's `max_concurrent`, else every slot.
+
+    Not for HyperBand unless the spec sets it: Ray's limit (a ConcurrencyLimiter around the
+    searcher) counts PAUSED trials as live, and synchronous HyperBand parks trials at each rung
+    until their bracket catches up, so a limit of `slots` would let no new trial join a bracket
+    while its first trials wait and every bracket would be halved among `slots` trials. Without
+    it, Ray asks the searcher for one pending trial at a time (ray 2.60.0,
+    `_get_max_pending_trials` for a custom searcher) and the slots still bound what runs.
+    """
+    if spec.scheduler["type"] == "hyperband":
+        return spec.max_concurrent
+    return spec.max_concurrent or slots
+
+
 def build_tuner(
     spec: SweepSpec, data: Any, experiment: Experiment, slots: int, task: Any = None
 ) -> Any:
@@ -124,7 +149,7 @@ def build_tuner(
         search_alg=searcher,
         scheduler=build_scheduler(spec, searcher),
         num_samples=spec.num_samples,
-        max_concurrent_trials=spec.max_concurrent or slots,
+        max_concurrent_trials=concurrent_trials(spec, slots),
         reuse_actors=True,
         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
     )
