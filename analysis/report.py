@@ -17,6 +17,7 @@ import yaml
 
 from visiontune.analysis.results import Experiment, is_number, load_experiment
 from visiontune.analysis.tables import task_tables
+from visiontune.errors import InputError
 from visiontune.fileio import write_atomic
 from visiontune.layout import REPORT_DIR, SPEC_FILE
 
@@ -102,11 +103,12 @@ def _wall_line(summary: dict[str, Any]) -> str:
     if len(runs) < 2:
         return f"- wall time: {wall:.1f} s"
     interrupted = sum(1 for run in runs if run.get("interrupted"))
+    elapsed = summary.get("elapsed_s")
     return (
         f"- wall time: {wall:.1f} s over {len(runs)} driver runs ({interrupted} interrupted, "
         f"each counted to its last recorded trial event); "
-        f"{summary.get('elapsed_s', float('nan')):.1f} s from first start to end"
-    )
+        + (f"{elapsed:.1f} s from first start to end" if is_number(elapsed) else "")
+    ).rstrip("; ")
 
 
 def best_config(experiment: Experiment) -> dict[str, Any] | None:
@@ -144,19 +146,40 @@ def render(experiment: Experiment) -> str:
 
 
 def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write the report files; returns the output directory."""
+    """Write the report files; returns the output directory. Everything is rendered first: the
+    directory is created only once there is a report to put in it. best_config.yaml is written
+    when the sweep has a tested tuned best, and an older one there is removed otherwise (it
+    would pass for this sweep's)."""
     experiment = load_experiment(experiment_dir)
     out = Path(out_dir) if out_dir else experiment.path / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "report.md", render(experiment))
-    write_atomic(out / "trials.csv", experiment.trials.to_csv(index=False))
-    config = best_config(experiment)
-    if config is not None:
-        best = next(row for row in experiment.test if row["role"] == "tuned best")
-        header = (
-            f"# Best configuration of {experiment.path.name}: trial {best['trial_id']}, "
-            f"epoch {best['epoch']}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
-            f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
-        )
-        write_atomic(out / "best_config.yaml", header + yaml.safe_dump(config, sort_keys=False))
+    files = {
+        "report.md": render(experiment),
+        "trials.csv": experiment.trials.to_csv(index=False),
+        "best_config.yaml": best_config_text(experiment, out),
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            if text is not None:
+                write_atomic(out / name, text)
+            else:
+                (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        where = "--out" if out_dir else "report"
+        raise InputError(f"{where}: cannot write {out} ({exc.strerror or exc})") from None
     return out
+
+
+def best_config_text(experiment: Experiment, out: Path) -> str | None:
+    """best_config.yaml: the tuned best's parameters, headed by where they come from and how to
+    train them again; None without a tested tuned best."""
+    config = best_config(experiment)
+    if config is None:
+        return None
+    best = next(row for row in experiment.test if row["role"] == "tuned best")
+    header = (
+        f"# Best configuration of {experiment.path.name}: trial {best['trial_id']}, "
+        f"epoch {best['epoch']}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
+        f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False)

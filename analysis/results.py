@@ -1,8 +1,10 @@
 """Read a finished (or interrupted) experiment directory into DataFrames, with no Ray cluster.
 
 Everything comes from files in STORAGE/NAME: the resolved spec, each trial's params.json and
-result.json (read defensively: a killed run can leave a truncated last line), the trial status
-ledger, the sweep summary and the test-split results. "Best" (which epoch of a trial counts, and
+result.json (read defensively: a killed run can leave a truncated line), the trial status
+ledger, the sweep summary and the test-split results. A file that is valid JSON of another shape
+than the one written there (a ledger that is a list, a result row that is a number) is damaged:
+a one-line error names it. "Best" (which epoch of a trial counts, and
 how trials rank) comes from visiontune/best.py, as everywhere else.
 """
 
@@ -18,9 +20,11 @@ import pandas as pd
 
 from visiontune.best import Objective
 from visiontune.errors import InputError
-from visiontune.fileio import read_json
-from visiontune.layout import DATASET_FILE, SPEC_FILE, STATUS_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.fileio import read_json_file
+from visiontune.layout import DATASET_FILE, SPEC_FILE, TEST_FILE
+from visiontune.params import short_repr
 from visiontune.spec import SweepSpec, read_yaml, validate
+from visiontune.sweep.ledger import read_ledger, read_summary
 
 
 @dataclass(frozen=True)
@@ -45,16 +49,77 @@ class Experiment:
 
 
 def read_result_lines(path: Path) -> list[dict[str, Any]]:
-    """result.json rows; lines cut short by a crash are skipped, not fatal."""
-    rows = []
-    if not path.exists():
+    """result.json rows, one JSON object per epoch with its `training_iteration`. A line that is
+    not JSON was cut short by a crash and is skipped; a complete line of another shape is a
+    damaged file (InputError naming it and the line)."""
+    rows: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
         return rows
-    for line in path.read_text().splitlines():
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if not isinstance(row, dict):
+            raise InputError(
+                f"{path}: line {number}: expected a JSON object, got {short_repr(row)}"
+            )
+        epoch = row.get("training_iteration")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise InputError(
+                f"{path}: line {number}: training_iteration: expected an epoch number >= 1, "
+                f"got {short_repr(epoch)}"
+            )
+        if not isinstance(row.get("trial_id", ""), str):
+            raise InputError(
+                f"{path}: line {number}: trial_id: expected a string, got "
+                f"{short_repr(row['trial_id'])}"
+            )
+        rows.append(row)
     return rows
+
+
+TEST_ROW_KEYS = (  # what every test_results.json row holds (visiontune.sweep.evaluation)
+    ("role", str, "a name"),
+    ("trial_id", str | None, "a trial id"),
+    ("epoch", int | None, "an epoch number"),
+)
+
+
+def read_test_results(path: Path) -> list[dict[str, Any]]:
+    """test_results.json: one object per evaluated checkpoint, with its `role` (a seed point or
+    "tuned best"), `trial_id` and `epoch` (null if the trial did not report them); [] before the
+    sweep's test evaluation."""
+    rows = read_json_file(path, list, [])
+    for index, row in enumerate(rows):
+        where = f"{path}: [{index}]"
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected an object, got {short_repr(row)}")
+        for key, kind, expected in TEST_ROW_KEYS:
+            value = row.get(key)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise InputError(f"{where}.{key}: expected {expected}, got {short_repr(value)}")
+        per_class = row.get("per_class", {})
+        if not isinstance(per_class, dict) or not all(
+            isinstance(v, dict) for v in per_class.values()
+        ):
+            raise InputError(
+                f"{where}.per_class: expected an object of objects, got {short_repr(per_class)}"
+            )
+    return rows
+
+
+def read_dataset(path: Path) -> dict[str, Any]:
+    """dataset.json: the classes, channels, image size and split counts of the data used."""
+    dataset = read_json_file(path, dict, {})
+    classes = dataset.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{path}: classes: expected a list of names, got {short_repr(classes)}")
+    return dataset
 
 
 def best_epoch(history: pd.DataFrame, objective: Objective) -> pd.Series | None:
@@ -71,14 +136,15 @@ def _status(entry: dict[str, Any] | None, epochs_done: int, budget: int) -> tupl
 
 
 def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFrame]]:
-    ledger = read_json(path / STATUS_FILE, {})
+    ledger = read_ledger(path)
     rows, histories = [], []
     for trial_path in sorted(
         p for p in path.iterdir() if p.is_dir() and (p / "params.json").exists()
     ):
-        params = read_json(trial_path / "params.json", {})
+        params = read_json_file(trial_path / "params.json", dict, {})
         results = read_result_lines(trial_path / "result.json")
-        trial_id = results[0]["trial_id"] if results else trial_path.name.removeprefix("trial_")
+        trial_id = trial_path.name.removeprefix("trial_")
+        trial_id = results[0].get("trial_id", trial_id) if results else trial_id
         history = pd.DataFrame(results)
         if not history.empty:
             # an epoch re-trained after an interruption is reported twice: the later row counts
@@ -131,9 +197,9 @@ def load_experiment(path: str | Path) -> Experiment:
         spec=spec,
         trials=trials.reset_index(drop=True),
         history=history,
-        test=read_json(path / TEST_FILE, []),
-        summary=read_json(path / SUMMARY_FILE, {}),
-        dataset=read_json(path / DATASET_FILE, {}),
+        test=read_test_results(path / TEST_FILE),
+        summary=read_summary(path),
+        dataset=read_dataset(path / DATASET_FILE),
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from support import CLASSIFIER_SPACE, visiontune
+from support import CLASSIFIER_SPACE, FIXTURES, visiontune
 
 from visiontune.cli import main
 
@@ -194,6 +196,214 @@ def test_an_address_without_a_cluster_fails_at_once(capsys, tmp_path, address, m
     assert message in err
 
 
-def test_negative_max_failures(capsys, tmp_path):
-    err = _run_bad(capsys, tmp_path, "tune", str(CLASSIFIER_SPACE), "--max-failures", "-1")
-    assert "max_failures: must be >= 0, got -1" in err
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-failures", "-1", "--max-failures: must be >= 0, got -1"),
+        ("--num-samples", "0", "--num-samples: must be >= 1, got 0"),
+        ("--max-epochs", "0", "--max-epochs: must be >= 1, got 0"),
+        ("--cpus-per-trial", "0", "--cpus-per-trial: must be > 0, got 0.0"),
+        ("--gpus-per-trial", "-1", "--gpus-per-trial: must be >= 0, got -1.0"),
+        ("--max-concurrent", "0", "--max-concurrent: must be >= 1, got 0"),
+        ("--seed", "-1", "--seed: must be >= 0, got -1"),
+    ],
+)
+def test_a_bad_command_line_value_is_named_by_its_flag(capsys, tmp_path, flag, value, message):
+    err = _run_bad(capsys, tmp_path, "tune", str(CLASSIFIER_SPACE), flag, value)
+    assert err == f"visiontune: error: {message}"
+
+
+def test_the_files_own_bad_value_is_still_blamed_on_the_file(capsys, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(CLASSIFIER_SPACE.read_text().replace("grace_period: 2", "grace_period: 0"))
+    assert "grace_period: 0" in space.read_text()
+    err = _run_bad(capsys, tmp_path, "tune", str(space), "--max-epochs", "2")
+    assert err == f"visiontune: error: {space}: scheduler.grace_period: must be >= 1, got 0"
+
+
+# --- experiment names and storage: refused before anything is created ----------------------
+
+
+def _tune_err(capsys, space: Path, *args: str) -> str:
+    code = main(["tune", str(space), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("visiontune: error: ") and "\n" not in err, err
+    return err.removeprefix("visiontune: error: ")
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/etc", "..", ".hidden", "a/b", ""])
+def test_a_name_that_is_not_one_directory_is_refused_and_nothing_is_created(
+    capsys, tmp_path, monkeypatch, name
+):
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    err = _tune_err(capsys, CLASSIFIER_SPACE, "--storage", "runs", "--name", name)
+    assert err.startswith("--name: experiment name ")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "work"]
+
+
+def test_a_bad_name_in_the_spec_file_names_the_file_and_key(capsys, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(CLASSIFIER_SPACE.read_text() + "\nname: ../escaped  # where it lands\n")
+    err = _tune_err(capsys, space, "--storage", str(tmp_path / "s"))
+    assert err.startswith(f"{space}: name: experiment name '../escaped' starts with '.'")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_spec_file_name_that_cannot_be_a_name_asks_for_one(capsys, tmp_path):
+    space = tmp_path / "my sweep.yaml"
+    space.write_text(CLASSIFIER_SPACE.read_text())
+    err = _tune_err(capsys, space, "--storage", str(tmp_path / "s"))
+    assert err.startswith(f"{space}: the file's name (the default experiment name; use --name)")
+    assert "contains ' '" in err
+
+
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_a_storage_that_is_a_file_fails_before_ray_starts(capsys, tmp_path, under):
+    import ray
+
+    taken = tmp_path / "runs"
+    taken.write_text("a file")
+    err = _tune_err(capsys, CLASSIFIER_SPACE, "--storage", str(taken / under), "--name", "exp")
+    assert err == f"--storage: {taken} is a file, not a directory"
+    assert not ray.is_initialized() and taken.read_text() == "a file"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_storage_no_file_can_be_written_in_fails_before_ray_starts(capsys):
+    err = _tune_err(capsys, CLASSIFIER_SPACE, "--storage", "/proc/visiontune-runs")
+    assert err.startswith("--storage: cannot create files in /proc (")
+
+
+# --- report: damaged experiment files, unfinished sweeps -------------------------------------
+
+
+def _fixture(tmp_path: Path) -> Path:
+    """A copy of the checked-in experiment, named as the sweep was (its study is `fixture`)."""
+    return Path(shutil.copytree(FIXTURES / "experiment", tmp_path / "runs" / "fixture"))
+
+
+def _trial(exp: Path) -> Path:
+    return sorted(exp.glob("trial_*/"))[0]
+
+
+DAMAGES = {  # what is written where -> the file the error must name
+    "ledger is a list": (lambda e: e / "trial_status.json", "[1, 2]"),
+    "ledger entry is a number": (lambda e: e / "trial_status.json", '{"abc": 5}'),
+    "ledger cut short": (lambda e: e / "trial_status.json", '{"abc": {"status": "RUN'),
+    "test results are an object": (lambda e: e / "test_results.json", '{"role": "tuned best"}'),
+    "test row without a role": (lambda e: e / "test_results.json", '[{"trial_id": "x"}]'),
+    "summary is a list": (lambda e: e / "sweep.json", "[]"),
+    "summary runs are text": (lambda e: e / "sweep.json", '{"runs": "yesterday"}'),
+    "dataset is a list": (lambda e: e / "dataset.json", '["Cell"]'),
+    "params are a list": (lambda e: _trial(e) / "params.json", "[0.1, 4]"),
+    "result line is a number": (lambda e: _trial(e) / "result.json", "42\n"),
+    "result line without epoch": (lambda e: _trial(e) / "result.json", '{"val_acc": 0.5}\n'),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_report_of_a_damaged_file_names_it_and_writes_nothing(capsys, tmp_path, damage):
+    exp = _fixture(tmp_path)
+    where, content = DAMAGES[damage]
+    where(exp).write_text(content)
+    out = tmp_path / "out" / "report"
+    assert main(["report", str(exp), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"visiontune: error: {where(exp)}: ") and "\n" not in err, err
+    assert len(err) < 300
+    assert not (tmp_path / "out").exists() and not (exp / "report").exists()
+
+
+def test_report_of_an_unfinished_sweep_does_not_claim_a_best_config(capsys, tmp_path):
+    exp = _fixture(tmp_path)
+    (exp / "test_results.json").unlink()  # killed before its test evaluation
+    (exp / "report").mkdir()
+    (exp / "report" / "best_config.yaml").write_text("lr: 0.1  # from an earlier report\n")
+    assert main(["report", str(exp)]) == 0
+    out = capsys.readouterr().out
+    written = next(line for line in out.splitlines() if line.startswith("Written: "))
+    assert written == f"Written: {exp / 'report'}/report.md, trials.csv"
+    assert "No best_config.yaml" in out
+    assert sorted(p.name for p in (exp / "report").iterdir()) == ["report.md", "trials.csv"]
+
+
+def test_report_of_a_finished_sweep_lists_its_three_files(capsys, tmp_path):
+    exp = _fixture(tmp_path)
+    assert main(["report", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert f"Written: {exp / 'report'}/report.md, trials.csv, best_config.yaml" in out
+
+
+def test_report_to_an_out_that_is_a_file_is_one_line(capsys, tmp_path):
+    exp = _fixture(tmp_path)
+    (tmp_path / "taken").write_text("x")
+    assert main(["report", str(exp), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"visiontune: error: --out: cannot write {tmp_path / 'taken'} (")
+
+
+# --- --resume: a finished sweep, damaged files: nothing changes, Ray never starts -------------
+
+
+def _snapshot(exp: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(exp)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(exp.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _interrupted(exp: Path) -> Path:
+    """The fixture as a driver killed mid-sweep leaves it: its run has no end, no totals."""
+    summary = json.loads((exp / "sweep.json").read_text())
+    summary = {k: v for k, v in summary.items() if k not in ("wall_time_s", "num_trials")}
+    summary["runs"][-1]["ended"] = None
+    (exp / "sweep.json").write_text(json.dumps(summary))
+    return exp
+
+
+def _resume(exp: Path) -> list[str]:
+    return ["tune", str(CLASSIFIER_SPACE), "--storage", str(exp.parent), "--name", exp.name,
+            "--resume"]  # fmt: skip
+
+
+def test_resume_of_a_finished_sweep_says_so_and_changes_nothing(capsys, tmp_path):
+    import ray
+
+    exp = _fixture(tmp_path)
+    before = _snapshot(exp)
+    assert main(_resume(exp)) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == (
+        f"{exp}: the sweep finished; nothing to resume. Its report: visiontune report {exp}"
+    )
+    assert _snapshot(exp) == before and not ray.is_initialized()
+
+
+RESUME_DAMAGES = {
+    "study is not a database": ("optuna.db", b"not sqlite at all" * 100),
+    "study cut in half": ("optuna.db", None),
+    "newest experiment state is empty": ("experiment_state-*.json", b""),
+    "searcher state is garbage": ("searcher-state-*.pkl", b"\x80\x05garbage"),
+    "ledger is a list": ("trial_status.json", b"[]"),
+}
+
+
+@pytest.mark.parametrize("damage", RESUME_DAMAGES)
+def test_resume_with_a_damaged_file_names_it_before_changing_anything(capsys, tmp_path, damage):
+    import ray
+
+    exp = _interrupted(_fixture(tmp_path))
+    pattern, content = RESUME_DAMAGES[damage]
+    target = max(exp.glob(pattern))
+    if content is None:
+        content = target.read_bytes()[: target.stat().st_size // 2]
+    target.write_bytes(content)
+    before = _snapshot(exp)
+    assert main(_resume(exp)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"visiontune: error: {target}: ") and "\n" not in err, err
+    assert len(err) < 300
+    assert _snapshot(exp) == before and not ray.is_initialized()

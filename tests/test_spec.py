@@ -59,7 +59,7 @@ def test_every_key_of_every_search_space_has_a_comment(space):
             "unknown distribution 'gaussian'",
         ),
         (lambda r: r["scheduler"].update(type="pbt"), "unknown scheduler 'pbt'"),
-        (lambda r: r["searcher"].update(type="bohb"), "unknown searcher 'bohb'"),
+        (lambda r: r["searcher"].update(type="smac"), "unknown searcher 'smac'"),
         (
             lambda r: r["search"]["block_dropout"].update(high=1.5),
             "block_dropout must be in [0, 1), got 1.5",
@@ -260,7 +260,7 @@ def test_an_unknown_key_in_any_section_names_the_allowed_ones(tmp_path, edit, ex
         (lambda r: r["search"].update(lr=0.01), "search.lr: expected a mapping, got 0.01"),
         (lambda r: r["scheduler"].update(type="pbt"), "scheduler.type: unknown scheduler 'pbt' (known: asha, hyperband, median, fifo)"),
         (lambda r: r["scheduler"].pop("type"), "scheduler: missing key 'type' (one of: asha, hyperband, median, fifo)"),
-        (lambda r: r["searcher"].update(type=["random"]), "searcher.type: unknown searcher ['random'] (known: optuna_tpe, random, gp, qmc)"),
+        (lambda r: r["searcher"].update(type=["random"]), "searcher.type: unknown searcher ['random'] (known: optuna_tpe, random, gp, qmc, bohb)"),
     ],
 )  # fmt: skip
 def test_a_wrong_kind_of_section_names_the_allowed_kinds(tmp_path, edit, expected):
@@ -359,7 +359,8 @@ def test_a_type_alone_takes_its_defaults(tmp_path, section, choice, defaults):
         ("scheduler", {"type": "median", "grace_period": 9}, "scheduler.grace_period: 9 > fixed.epochs 8"),
         ("searcher", {"type": "gp", "n_startup_trials": 0}, "searcher.n_startup_trials: must be >= 1, got 0"),
         ("searcher", {"type": "qmc", "seed": -1}, "searcher.seed: must be >= 0, got -1"),
-        ("searcher", {"type": "bohb"}, "searcher.type: unknown searcher 'bohb' (known: optuna_tpe, random, gp, qmc)"),
+        ("searcher", {"type": "bohb", "n_startup_trials": 3}, "searcher: unknown key 'n_startup_trials' (allowed: seed, type)"),
+        ("searcher", {"type": "hill_climbing"}, "searcher.type: unknown searcher 'hill_climbing' (known: optuna_tpe, random, gp, qmc, bohb)"),
     ],
 )  # fmt: skip
 def test_a_bad_scheduler_or_searcher_choice_is_one_line(tmp_path, section, choice, expected):
@@ -373,3 +374,16 @@ def test_max_epochs_shortens_the_median_rules_grace_period_too(tmp_path):
     path = _edited(tmp_path, lambda r: r.update(scheduler={"type": "median", "grace_period": 4}))
     spec = load_spec(path, {"max_epochs": 3})
     assert spec.scheduler == {"type": "median", "grace_period": 3, "min_samples_required": 3}
+
+
+def test_bohb_is_a_searcher_for_hyperband_only(tmp_path):
+    path = _edited(tmp_path, lambda r: r.update(searcher={"type": "bohb", "seed": 1}))
+    with pytest.raises(InputError) as info:
+        load_spec(path)
+    assert str(info.value) == (
+        f"{path}: searcher.type: bohb needs scheduler.type hyperband (BOHB models HyperBand's "
+        "budgets), got scheduler.type asha"
+    )
+    bohb = {"searcher": {"type": "bohb"}, "scheduler": {"type": "hyperband"}}
+    spec = load_spec(_edited(tmp_path, lambda r: r.update(bohb)))
+    assert (spec.searcher, spec.scheduler["type"]) == ({"type": "bohb", "seed": 0}, "hyperband")

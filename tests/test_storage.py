@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -223,3 +225,122 @@ def test_a_local_report_source_is_read_in_place(tmp_path):
     assert experiment == Experiment(name="exp", local=exp.resolve())
     assert open_report_source(f"file://{exp}", scratch)[1] == exp.resolve()
     assert list(scratch.iterdir()) == []
+
+
+# --- experiment names, the storage's writability, claiming a name -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../../escaped", "starts with '.'"),
+        ("runs/../../escaped", "contains '/'"),
+        ("/etc", "contains '/'"),
+        ("..", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+        ("a/b", "contains '/'"),
+        ("", "is empty"),
+        ("x" * 101, "is longer than 100 characters"),
+        ("my sweep", "contains ' '"),
+        ("naïve", "contains 'ï'"),
+        ("tab\tname", "contains '\\t'"),
+    ],
+)
+def test_an_experiment_name_is_one_plain_path_component(tmp_path, name, problem):
+    with pytest.raises(InputError) as info:
+        open_experiment(tmp_path / "runs", name, "spec.yaml: name")
+    message = str(info.value)
+    assert message.startswith("spec.yaml: name: experiment name ") and problem in message
+    assert len(message) < 250 and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["exp", "sweep-2_v1.0", "x" * 100, "9lives", "a..b", "-dash"])
+def test_plain_names_are_accepted(tmp_path, name):
+    assert open_experiment(tmp_path, name).local == tmp_path.resolve() / name
+
+
+def test_a_name_is_checked_for_uri_storage_too():
+    with pytest.raises(InputError, match="^--name: experiment name 'a/x' contains '/'"):
+        open_experiment(S3, "a/x")
+
+
+def _writable_error(storage) -> str:
+    with pytest.raises(InputError) as info:
+        open_experiment(storage, "exp").check_writable()
+    return str(info.value)
+
+
+def test_a_storage_that_is_a_file_is_refused(tmp_path):
+    storage = tmp_path / "runs"
+    storage.write_text("not a directory")
+    assert _writable_error(storage) == f"--storage: {storage} is a file, not a directory"
+    assert _writable_error(storage / "sub") == f"--storage: {storage} is a file, not a directory"
+    assert storage.read_text() == "not a directory"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_directory_no_file_can_be_created_in_is_refused_even_for_root():
+    # /proc exists and is a directory, but the kernel lets nobody (root included) create files in it.
+    message = _writable_error("/proc/visiontune-storage")
+    assert message.startswith("--storage: cannot create files in /proc (")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0o555 directory")
+def test_a_read_only_directory_is_refused(tmp_path):
+    storage = tmp_path / "runs"
+    storage.mkdir(mode=0o555)
+    assert _writable_error(storage).startswith(f"--storage: cannot create files in {storage} (")
+
+
+def test_checking_a_writable_storage_creates_nothing(tmp_path):
+    open_experiment(tmp_path / "a" / "b", "exp").check_writable()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_claim_is_exclusive_and_the_second_gets_already_exists(tmp_path):
+    first = open_experiment(tmp_path / "runs", "exp")
+    created = first.claim()
+    assert created == [tmp_path / "runs", tmp_path / "runs" / "exp"]
+    with pytest.raises(InputError, match="experiment already exists; use --resume"):
+        open_experiment(tmp_path / "runs", "exp").claim()
+    assert first.local.is_dir() and list(first.local.iterdir()) == []
+
+
+def test_a_released_claim_leaves_no_directory_it_made(tmp_path):
+    experiment = open_experiment(tmp_path / "a" / "runs", "exp")
+    created = experiment.claim()
+    (experiment.local / "spec.yaml").write_text("task: classifier\n")
+    experiment.release(created)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_release_keeps_parents_that_hold_other_experiments(tmp_path):
+    experiment = open_experiment(tmp_path / "runs", "exp")
+    created = experiment.claim()
+    (tmp_path / "runs" / "other").mkdir()
+    experiment.release(created)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
+
+
+def test_claiming_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "runs").write_text("x")
+    with pytest.raises(
+        InputError, match=r"^--storage: cannot create .*runs/sub \(Not a directory\)$"
+    ):
+        open_experiment(tmp_path / "runs" / "sub", "exp").claim()
+
+
+@pytest.mark.ray  # a moto S3 server
+def test_a_uri_claim_is_refused_when_the_bucket_has_the_experiment(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONTUNE_CACHE", str(tmp_path / "cache"))
+    storage = f"s3://sweeps/runs?{s3}"
+    experiment = open_experiment(storage, "exp")
+    (experiment.local).mkdir(parents=True)
+    (experiment.local / "stale.txt").write_text("from an experiment deleted from the bucket")
+    experiment.claim()
+    assert list(experiment.local.iterdir()) == []  # the stale mirror is gone
+    (experiment.local / "spec.yaml").write_text("task: classifier\n")
+    experiment.upload()
+    with pytest.raises(InputError, match="experiment already exists"):
+        open_experiment(storage, "exp").claim()

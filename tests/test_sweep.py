@@ -186,18 +186,20 @@ def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tiny_ima
 
 
 CHOICES = {  # every searcher and scheduler type of the spec in as few sweeps as cover them all
-    "gp+hyperband": (
-        {"type": "gp", "seed": 0, "n_startup_trials": 2},
+    "bohb+hyperband": (
+        {"type": "bohb", "seed": 0},
         {"type": "hyperband", "reduction_factor": 3},
-        7,  # 2 seeds, HyperBand's bracket of 2 (3 epochs), its bracket of 3 (halved after 1)
+        7,
     ),
-    "random+median": (
-        {"type": "random", "seed": 0},
+    "qmc+hyperband": ({"type": "qmc", "seed": 0}, {"type": "hyperband", "reduction_factor": 3}, 7),
+    "gp+median": (
+        {"type": "gp", "seed": 0, "n_startup_trials": 2},
         {"type": "median", "grace_period": 1, "min_samples_required": 1},
-        4,
+        5,
     ),
-    "qmc+fifo": ({"type": "qmc", "seed": 0}, {"type": "fifo"}, 4),
-}  # optuna_tpe + asha: the module's `sweep`
+    "random+fifo": ({"type": "random", "seed": 0}, {"type": "fifo"}, 4),
+}  # optuna_tpe + asha: the module's `sweep`. HyperBand at 3 epochs, factor 3: the 2 seed trials
+# outside its brackets, a bracket of 2 trials (3 epochs) and one of 3 (halved after epoch 1)
 
 
 @pytest.mark.parametrize("choice", list(CHOICES))

@@ -23,6 +23,10 @@ from typing import Any
 from visiontune.errors import InputError, SweepInterrupted
 from visiontune.fileio import write_json
 
+# Spec keys an option writes besides its own (visiontune.spec.OVERRIDE_PATHS): a --max-epochs
+# below the scheduler's grace period shortens the grace period with it.
+FLAG_TARGETS = {"max_epochs": ("scheduler.grace_period",)}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visiontune", description=__doc__.split("\n\n")[0])
@@ -31,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="run a hyperparameter sweep on Ray Tune")
     tune.add_argument("space", help="sweep spec YAML, e.g. search_spaces/classifier.yaml")
     tune.add_argument("--num-samples", type=int, help="trials in total (seed points included)")
-    tune.add_argument("--max-epochs", type=int, help="epoch budget per trial (ASHA's max_t)")
+    tune.add_argument("--max-epochs", type=int, help="epoch budget per trial (max_t)")
     tune.add_argument("--data", help="ImageFolder dir or YOLO data.yaml (overrides data.source)")
     tune.add_argument("--storage", default="./runs", help="where experiments live (default ./runs)")
     tune.add_argument("--name", help="experiment name (default: the spec's name or file stem)")
@@ -82,7 +86,6 @@ def _abs_data(value: str | None) -> str | None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
-    from visiontune.spec import load_spec
     from visiontune.storage import open_experiment
     from visiontune.sweep import check_address, keep_ray_on_loopback
     from visiontune.trainables import load_task
@@ -97,23 +100,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "max_failures": args.max_failures,
     }
-    spec = load_spec(args.space, overrides, args.assignments)
+    spec = _load_tune_spec(args.space, overrides, args.assignments)
     # Inside a Ray job (`ray job submit`), Ray names the cluster in RAY_ADDRESS: attach to it.
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         keep_ray_on_loopback()
     else:
         check_address(address)
-    experiment = open_experiment(args.storage, args.name or spec.name)
+    experiment = open_experiment(args.storage, *_experiment_name(args, spec))
+    experiment.check_writable()
     if args.resume:
         changed = [k for k, v in overrides.items() if v is not None] + args.assignments
         if changed:
             raise InputError(f"--resume: the sweep's spec cannot change on resume, got {changed}")
-        spec = load_spec(_saved_spec(experiment))  # the search space a sweep started with is fixed
+        spec = _resumable_spec(experiment)
+        if spec is None:
+            print(f"{experiment.location}: the sweep finished; nothing to resume. "
+                  f"Its report: visiontune report {experiment.location}")  # fmt: skip
+            return 0
     elif experiment.exists():
-        raise InputError(
-            f"{experiment.location}: experiment already exists; use --resume or another --name"
-        )
+        raise experiment.exists_error()
     task = load_task(spec.task)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     try:
@@ -133,6 +139,51 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"\nExperiment: {where}\nReport:     {report}\n")
     print(table)
     return 0
+
+
+def _load_tune_spec(space: str, overrides: dict[str, Any], assignments: list[str]) -> Any:
+    """The spec with the command line's options applied. A value the spec's checks refuse is
+    named by its flag (`--max-failures: must be >= 0, got -1`), not blamed on the file: an
+    error at a key an option wrote to is the option's when the spec without that option does
+    not fail the same way."""
+    from visiontune.spec import OVERRIDE_PATHS, load_spec
+
+    try:
+        return load_spec(space, overrides, assignments)
+    except InputError as exc:
+        message = str(exc)
+        key, _, problem = message.removeprefix(f"{space}: ").partition(": ")
+        for option, value in overrides.items():
+            targets = (".".join(OVERRIDE_PATHS[option]), *FLAG_TARGETS.get(option, ()))
+            if value is None or key not in targets:
+                continue
+            try:
+                load_spec(space, {**overrides, option: None}, assignments)
+            except InputError as without:
+                if str(without) == message:
+                    continue  # the file's own value fails without the option too
+            raise InputError(f"--{option.replace('_', '-')}: {problem}") from None
+        raise
+
+
+def _experiment_name(args: argparse.Namespace, spec: Any) -> tuple[str, str]:
+    """The experiment's name and where it came from (for an error about it)."""
+    if args.name is not None:
+        return args.name, "--name"
+    if spec.raw.get("name"):
+        return spec.name, f"{args.space}: name"
+    return spec.name, f"{args.space}: the file's name (the default experiment name; use --name)"
+
+
+def _resumable_spec(experiment: Any) -> Any:
+    """The spec of the interrupted sweep `experiment` once every file its resume reads is
+    checked, before Ray starts (visiontune.sweep.preflight); None when it already finished."""
+    from visiontune.sweep.preflight import check_resumable, finished
+
+    experiment.mirror()  # a URI storage's files, fresh in the driver's mirror
+    if finished(experiment):
+        return None
+    return check_resumable(experiment)  # the search space a sweep started with is fixed
 
 
 def sweep_and_report(
@@ -191,15 +242,6 @@ def _connect_client(address: str, attempts: int = 3) -> None:
             time.sleep(2)
 
 
-def _saved_spec(experiment: Any) -> Path:
-    """The spec file a sweep was started with (downloaded first from a URI storage)."""
-    from visiontune.layout import SPEC_FILE
-
-    if not experiment.exists():
-        raise InputError(f"{experiment.location}: no experiment to resume")
-    return experiment.fetch(SPEC_FILE)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from visiontune.analysis.report import write_report
     from visiontune.layout import REPORT_DIR
@@ -209,12 +251,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         experiment, local = open_report_source(args.experiment, Path(scratch))
         out = write_report(local, args.out)
         print((out / "report.md").read_text())
+        written = ["report.md", "trials.csv"]
+        if (out / "best_config.yaml").exists():
+            written.append("best_config.yaml")
         if experiment.uri:  # the report goes back next to the sweep (and to --out if given)
             experiment.upload_dir(out, REPORT_DIR)
-            print(f"Written: {experiment.uri.split('?')[0]}/{REPORT_DIR}/"
+            print(f"Written: {experiment.uri.split('?')[0]}/{REPORT_DIR}/ ({', '.join(written)})"
                   + (f" and {out}/" if args.out else ""))  # fmt: skip
         else:
-            print(f"Written: {out}/report.md, trials.csv, best_config.yaml")
+            print(f"Written: {out}/{', '.join(written)}")
+        if len(written) < 3:
+            print("No best_config.yaml: the sweep has no tested tuned best (it did not finish; "
+                  "`visiontune tune ... --resume` continues it)")  # fmt: skip
     return 0
 
 

@@ -7,13 +7,22 @@ for a local storage it is the experiment directory itself; for a URI it is a mir
 cache directory, uploaded to STORAGE/NAME while the sweep runs and when it ends, so that
 everything `visiontune report` needs is in the storage. A URI may carry pyarrow's options as a
 query, e.g. `s3://bucket/runs?endpoint_override=minio.lan:9000&scheme=http`.
+
+An experiment's name is one path component (`check_name`), checked before anything is created.
+A new sweep claims STORAGE/NAME with one exclusive `mkdir` (`Experiment.claim`): of two sweeps
+started at once with the same storage and name, exactly one gets it. For a URI storage the
+claim is a check that STORAGE/NAME has no spec.yaml yet plus the local mirror's `mkdir`:
+pyarrow offers no exclusive create on object stores, so two drivers on different machines
+that start the same URI experiment within a few seconds of each other are not told apart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +30,32 @@ from urllib.parse import urlsplit, urlunsplit
 
 from visiontune.errors import InputError
 from visiontune.layout import SPEC_FILE
+from visiontune.params import short_repr
 
 SCHEMES = ("s3", "gs", "gcs")
+NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")  # ASCII: the same name on every filesystem and bucket
+MAX_NAME = 100
+
+
+def check_name(name: str, source: str) -> str:
+    """`name` if it is an experiment name: one path component of 1-100 ASCII letters, digits,
+    `-`, `_` and `.`, not starting with a dot (no `..`, no `/`, no hidden directory). Else an
+    InputError naming `source` (`--name`, or the spec file's `name`)."""
+    if not isinstance(name, str) or not name:
+        problem = "is empty"
+    elif len(name) > MAX_NAME:
+        problem = f"is longer than {MAX_NAME} characters"
+    elif name.startswith("."):
+        problem = "starts with '.'"
+    elif not NAME_CHARS.fullmatch(name):
+        bad = next(c for c in name if not NAME_CHARS.fullmatch(c))
+        problem = f"contains {bad!r}"
+    else:
+        return name
+    raise InputError(
+        f"{source}: experiment name {short_repr(name)} {problem}; use letters, digits, "
+        f"'-', '_' and '.' (one directory name, at most {MAX_NAME} characters)"
+    )
 
 
 def is_uri(storage: str | os.PathLike) -> bool:
@@ -63,8 +96,78 @@ class Experiment:
         """What a user passes to `visiontune report` from any machine."""
         return self.uri or str(self.local)
 
+    def check_writable(self) -> None:
+        """A local storage must be a directory this process can create files in (or a path
+        that can become one): checked by creating and removing a temporary file in the nearest
+        existing directory on the way to STORAGE/NAME (permission bits alone do not tell, e.g.
+        for root or on a read-only mount). Nothing is created. URIs are checked by `exists`."""
+        if self.uri:
+            return
+        existing = self.local
+        while not os.path.exists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InputError(f"--storage: {existing} is a file, not a directory")
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".visiontune-probe-", dir=existing)
+        except OSError as exc:
+            raise InputError(
+                f"--storage: cannot create files in {existing} ({exc.strerror or exc})"
+            ) from None
+        os.close(handle)
+        os.unlink(probe)
+
+    def claim(self) -> list[Path]:
+        """Create the experiment's local directory for a new sweep, exclusively: a second
+        sweep with the same storage and name (started at the same time or later) gets the
+        one-line "already exists". Returns the directories created, for `release`."""
+        if self.uri:
+            if self.exists():
+                raise self.exists_error()
+            fresh_mirror(self)  # a stale mirror of an experiment deleted from the storage
+        missing = [p for p in (self.local, *self.local.parents) if not os.path.exists(p)]
+        try:
+            self.local.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"--storage: cannot create {self.local.parent} ({exc.strerror or exc})"
+            ) from None
+        try:
+            self.local.mkdir()
+        except FileExistsError:
+            raise self.exists_error() from None
+        except OSError as exc:
+            raise InputError(
+                f"--storage: cannot create {self.local} ({exc.strerror or exc})"
+            ) from None
+        return missing[::-1]
+
+    def release(self, created: list[Path]) -> None:
+        """Undo `claim` for a sweep that ended before anything ran: remove the experiment's
+        local directory and the empty parents `claim` created, so the name is free again."""
+        shutil.rmtree(self.local, ignore_errors=True)
+        for path in reversed(created[:-1]):
+            try:
+                path.rmdir()
+            except OSError:
+                return  # not empty: something else lives there now
+
+    def exists_error(self) -> InputError:
+        """The one-line error for a name already taken in this storage."""
+        return InputError(
+            f"{self.location}: experiment already exists; use --resume or another --name"
+        )
+
+    def mirror(self) -> Path:
+        """The experiment's files on this machine: a local experiment is its own directory; a
+        URI's local mirror is replaced by a fresh download of STORAGE/NAME (no checkpoints)."""
+        if self.uri:
+            fresh_mirror(self)
+            self.download()
+        return self.local
+
     def exists(self) -> bool:
-        """Whether a sweep already started here (its spec was written)."""
+        """Whether a sweep already started here (its directory, for a URI its spec, exists)."""
         if not self.uri:
             return self.local.exists()
         import pyarrow.fs as pafs
@@ -149,8 +252,13 @@ class Experiment:
         return target
 
 
-def open_experiment(storage: str | os.PathLike, name: str) -> Experiment:
-    """Resolve STORAGE/NAME; a URI's filesystem is created (and its options checked) here."""
+def open_experiment(storage: str | os.PathLike, name: str, source: str = "--name") -> Experiment:
+    """Resolve STORAGE/NAME; `name` must be an experiment name (`check_name`, the error naming
+    `source`); a URI's filesystem is created (and its options checked) here."""
+    return _open(storage, check_name(name, source))
+
+
+def _open(storage: str | os.PathLike, name: str) -> Experiment:
     if not is_uri(storage):
         path = str(storage).removeprefix("file://")
         return Experiment(name=name, local=Path(path).expanduser().resolve() / name)
@@ -188,7 +296,7 @@ def open_report_source(location: str | os.PathLike, scratch: Path) -> tuple[Expe
     parts = urlsplit(str(location))
     path = parts.path.rstrip("/")
     parent = urlunsplit((parts.scheme, parts.netloc, path.rsplit("/", 1)[0], parts.query, ""))
-    experiment = open_experiment(parent, path.rsplit("/", 1)[-1])
+    experiment = _open(parent, path.rsplit("/", 1)[-1])  # an existing one: any name is read
     target = scratch / experiment.name
     experiment.download(target)
     return experiment, target

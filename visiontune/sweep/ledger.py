@@ -1,6 +1,10 @@
 """The sweep's own records of what happened, kept right after a resume and between driver runs:
 the trial ledger (trial_status.json) and the Optuna study brought in line with what Ray
 finished, the driver runs so far (sweep.json), and the trials Ray's saved state holds.
+
+`read_ledger` and `read_summary` are the one reading of those two files (the report's too): a
+missing file is empty, a damaged one (not JSON, or JSON of another shape) a one-line error
+naming it.
 """
 
 from __future__ import annotations
@@ -8,9 +12,75 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visiontune.fileio import read_json, write_json
+from visiontune.errors import InputError
+from visiontune.fileio import read_json_file, write_json
 from visiontune.layout import STATUS_FILE, STUDY_FILE, SUMMARY_FILE
+from visiontune.params import short_repr
 from visiontune.storage import Experiment
+
+TEXT, INTEGER, NUMBER, LIST, FLAG = "a string", "an integer", "a number", "a list", "true/false"
+LEDGER_FIELDS = {  # what a ledger entry may hold (visiontune.callbacks.TrialStatusCallback)
+    "dir": TEXT,
+    "status": TEXT,
+    "error": TEXT,
+    "epochs": INTEGER,
+    "updated": NUMBER,
+    "recoveries": LIST,
+}
+RUN_FIELDS = {"started": NUMBER, "ended": NUMBER, "interrupted": FLAG}  # `ended` may be null
+
+
+def _is(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return kind == FLAG
+    return {
+        TEXT: isinstance(value, str),
+        INTEGER: isinstance(value, int),
+        NUMBER: isinstance(value, int | float),
+        LIST: isinstance(value, list),
+    }.get(kind, False)
+
+
+def _check_fields(entry: Any, fields: dict[str, str], where: str) -> None:
+    """`entry` is an object whose known keys hold values of their kind (null where allowed)."""
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected an object, got {short_repr(entry)}")
+    for key, kind in fields.items():
+        value = entry.get(key)
+        if key in entry and not (_is(value, kind) or (key == "ended" and value is None)):
+            raise InputError(f"{where}.{key}: expected {kind}, got {short_repr(value)}")
+
+
+def read_ledger(exp_dir: Path) -> dict[str, dict[str, Any]]:
+    """trial_status.json: trial id -> its entry ({} before the first trial started)."""
+    path = Path(exp_dir) / STATUS_FILE
+    ledger = read_json_file(path, dict, {})
+    for trial_id, entry in ledger.items():
+        _check_fields(entry, LEDGER_FIELDS, f"{path}: {trial_id}")
+    return ledger
+
+
+def read_summary(exp_dir: Path) -> dict[str, Any]:
+    """sweep.json: the sweep's size, resources and driver runs ({} before the first run)."""
+    path = Path(exp_dir) / SUMMARY_FILE
+    summary = read_json_file(path, dict, {})
+    runs = summary.get("runs", [])
+    if not isinstance(runs, list):
+        raise InputError(f"{path}: runs: expected a list, got {short_repr(runs)}")
+    for index, run in enumerate(runs):
+        _check_fields(run, RUN_FIELDS, f"{path}: runs[{index}]")
+        if "started" not in run:
+            raise InputError(f"{path}: runs[{index}]: no 'started' time")
+    return summary
+
+
+def sweep_finished(exp_dir: Path) -> bool:
+    """Whether the sweep ran to its end: its last driver run ended without an interruption and
+    recorded the sweep's totals (written once the test evaluation is done)."""
+    summary = read_summary(exp_dir)
+    runs = summary.get("runs") or [{}]
+    last = runs[-1]
+    return "num_trials" in summary and last.get("ended") is not None and not last.get("interrupted")
 
 
 def reconcile_trials(exp_dir: Path, name: str, results: Any, epochs: int) -> None:
@@ -25,7 +95,7 @@ def reconcile_trials(exp_dir: Path, name: str, results: Any, epochs: int) -> Non
     from visiontune.sweep.searcher import fail_lost_trials
 
     finished = {trial_id_of(result): result for result in results}
-    ledger = reconcile_ledger(read_json(exp_dir / STATUS_FILE, {}), finished, epochs)
+    ledger = reconcile_ledger(read_ledger(exp_dir), finished, epochs)
     write_json(exp_dir / STATUS_FILE, ledger)
     fail_lost_trials(exp_dir / STUDY_FILE, name, started=ledger)
 
@@ -50,8 +120,8 @@ def reconcile_ledger(
 def driver_runs(exp_dir: Path, resume: bool) -> list[dict[str, Any]]:
     """The driver runs of this sweep so far (a resumed sweep has several); an interrupted run's
     end is its last ledger update."""
-    previous = read_json(exp_dir / SUMMARY_FILE, {}).get("runs", []) if resume else []
-    ledger = read_json(exp_dir / STATUS_FILE, {})
+    previous = read_summary(exp_dir).get("runs", []) if resume else []
+    ledger = read_ledger(exp_dir)
     last_update = max((e.get("updated", 0) for e in ledger.values()), default=None)
     runs = [dict(run) for run in previous]
     for run in runs:

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visiontune.errors import InputError, SweepInterrupted
+from visiontune.errors import SweepInterrupted
 from visiontune.fileio import write_json
 from visiontune.layout import DATASET_FILE, EXPERIMENT_DIR_ENV, SPEC_FILE, SUMMARY_FILE, TEST_FILE
 from visiontune.spec import SweepSpec
-from visiontune.storage import Experiment, fresh_mirror
+from visiontune.storage import Experiment
 from visiontune.sweep.cluster import check_shared_storage, cluster_slots, start_ray
 from visiontune.sweep.evaluation import evaluate_on_test
 from visiontune.sweep.ledger import driver_runs, reconcile_trials, saved_trial_states
@@ -34,24 +34,25 @@ def run_sweep(
 ) -> Path:
     """Run (or, with `resume`, continue) the sweep; returns the local experiment directory
     (for a URI storage, the driver's mirror, uploaded to the storage). `data` is the decoded
-    dataset."""
+    dataset. A new sweep claims STORAGE/NAME before Ray starts (`Experiment.claim`: of two
+    sweeps started at once, one gets "already exists"), and gives the name back when it ends
+    before its Tuner runs (Ray did not start, no node fits a trial, ...)."""
     import ray
 
-    if experiment.exists() and not resume:
-        raise InputError(f"{experiment.location}: experiment already exists; choose another --name")
-    started_ray = start_ray(address)
+    if resume:
+        experiment.mirror()  # the CLI checked these files (visiontune.sweep.preflight)
+        created: list[Path] = []
+    else:
+        created = experiment.claim()
     exp_dir = experiment.local
+    started_ray = tuning = False
     try:
-        slots = cluster_slots(spec)
-        check_shared_storage(experiment)
-        if resume and experiment.uri:
-            fresh_mirror(experiment)
-            experiment.download()
         if not resume:
-            fresh_mirror(experiment)
-            exp_dir.mkdir(parents=True)
             (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
             write_json(exp_dir / DATASET_FILE, data.summary())
+        started_ray = start_ray(address)
+        slots = cluster_slots(spec)
+        check_shared_storage(experiment)
         runs = [*driver_runs(exp_dir, resume), {"started": time.time(), "ended": None}]
         summary = {
             "name": experiment.name,
@@ -67,13 +68,14 @@ def run_sweep(
         }
         write_json(exp_dir / SUMMARY_FILE, summary)  # records the run's start if it is killed
         os.environ[EXPERIMENT_DIR_ENV] = str(exp_dir)  # for the callbacks, restored ones too
-        experiment.upload()
-        print(f"Experiment {experiment.location}; live curves: tensorboard --logdir {exp_dir} "
-              "--host 127.0.0.1", flush=True)  # fmt: skip
         if resume:
             tuner = restore_tuner(spec, data, experiment)
         else:
             tuner = build_tuner(spec, data, experiment, slots)
+        experiment.upload()
+        print(f"Experiment {experiment.location}; live curves: tensorboard --logdir {exp_dir} "
+              "--host 127.0.0.1", flush=True)  # fmt: skip
+        tuning = True
         results = tuner.fit()
         runs[-1]["ended"] = time.time()
         started, unfinished = saved_trial_states(experiment)
@@ -94,6 +96,10 @@ def run_sweep(
         )
         write_json(exp_dir / SUMMARY_FILE, summary)
         experiment.upload()
+    except BaseException:
+        if not resume and not tuning:
+            experiment.release(created)  # nothing ran: the name is free again
+        raise
     finally:
         if started_ray:
             ray.shutdown()

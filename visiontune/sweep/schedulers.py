@@ -144,11 +144,11 @@ class SeedProtectingHyperBand(_TellsTheSearcher, HyperBandScheduler):
         else:
             super().on_trial_remove(tune_controller, trial)
 
-    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+    def choose_trial_to_run(self, tune_controller: Any, **hyperband: Any) -> Trial | None:
         for trial in self.seed_trials:
             if trial.status in (Trial.PENDING, Trial.PAUSED):
                 return trial
-        return super().choose_trial_to_run(tune_controller)
+        return super().choose_trial_to_run(tune_controller, **hyperband)  # BOHB's allow_recurse
 
 
 class SeedProtectingBOHB(SeedProtectingHyperBand, HyperBandForBOHB):

@@ -21,7 +21,7 @@ What the study is told, and why Ray's stock `OptunaSearch` is not used (ray 2.60
   points first; each is enqueued in the study and asked for there, so the study is the same.
 
 A resumed sweep unpickles this searcher and restores its saved state (`save`/`restore`): the map
-from Tune trial to study trial number and the sampler's state. The study itself lives in SQLite
+from Tune trial to study trial number and the sampler's (or the proposer's) state. The study itself lives in SQLite
 and is reopened from there; the epochs already recorded are read back from it.
 """
 
@@ -128,7 +128,7 @@ class StudySearcher(Searcher):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"_proposer": None, **state})  # saved before proposers existed
         self._forget_study()
 
     # --- Ray's Searcher interface ---------------------------------------------------------
@@ -139,7 +139,7 @@ class StudySearcher(Searcher):
         study = self._open()
         if self._proposer is not None:
             study.enqueue_trial(self._proposer.suggest(trial_id))
-        trial = study.ask(self._space)  # an enqueued seed point first, if any is left
+        trial = study.ask(self._space)  # an enqueued configuration first: a seed, a proposal
         trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         self._numbers[trial_id] = trial.number
         self._params[trial_id] = dict(trial.params)
