@@ -209,8 +209,11 @@ def evaluate(
     normalize: nn.Module,
     batch_size: int = 256,
     precision: Precision = FULL_PRECISION,
-) -> dict[str, float]:
-    """Mean cross-entropy and accuracy, no augmentation, eval mode."""
+) -> dict[str, float | None]:
+    """Mean cross-entropy and accuracy, no augmentation, eval mode; None for both on no images
+    (nothing was measured: never a 0)."""
+    if len(labels) == 0:
+        return {"loss": None, "acc": None}
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(labels), batch_size):
@@ -220,7 +223,7 @@ def evaluate(
             logits = model(x)
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-    return {"loss": total_loss / max(len(labels), 1), "acc": correct / max(len(labels), 1)}
+    return {"loss": total_loss / len(labels), "acc": correct / len(labels)}
 
 
 class Normalize(nn.Module):

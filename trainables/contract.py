@@ -9,10 +9,32 @@ a Ray Tune trial, and `visiontune train` drives the same `train` without Ray.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+DIVERGED = "diverged"
+"""The key of the one result a diverged Tune trial reports last: why it diverged, as
+"FloatingPointError: <message>". Ray's FailureConfig retries a trial that raises, as if its
+worker had died, so `tune_edge.run_trial` ends a diverged trial with this result instead; the
+sweep's ledger, searcher, schedulers, TensorBoard and checkpoint choice read it (through
+`diverged_reason`) as the trial's ERROR. Its metrics are NaN: none of them was measured."""
+
+
+def diverged_reason(result: Mapping[str, Any] | None) -> str | None:
+    """Why the trial that reported `result` diverged; None for an ordinary epoch's result."""
+    reason = (result or {}).get(DIVERGED)
+    return reason if isinstance(reason, str) and reason else None
+
+
+def divergence_result(metrics: tuple[str, ...], error: FloatingPointError) -> dict[str, Any]:
+    """The last result of a trial whose training raised `error`: every metric NaN (Ray requires
+    the sweep's metric in each result) and the reason under DIVERGED."""
+    values: dict[str, Any] = {name: math.nan for name in metrics if name != "epoch"}
+    return {**values, DIVERGED: f"{type(error).__name__}: {error}"}
+
 
 EpochCallback = Callable[[dict[str, float], Path], None]
 """Called once per trained epoch with the epoch's metrics (every name in METRICS, `epoch`

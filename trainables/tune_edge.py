@@ -2,6 +2,13 @@
 for every task. It gives the task the trial's device and threads, restores from the trial's
 checkpoint, reports once per epoch (metrics + checkpoint), and hands the memory back when the
 trial ends however it ends. Ray's API has churned every year; the tasks never import it.
+
+A trial whose loss becomes NaN/inf (the task raises FloatingPointError) is not raised to Ray:
+Ray's FailureConfig retries every exception as if the trial's worker had died (ray 2.60.0,
+`Trial.should_recover` counts failures only, with no way to mark one final), and a diverging
+configuration diverges again on each retry. It reports one last result instead
+(`contract.divergence_result`, the reason under `contract.DIVERGED`) and returns, so Ray ends it
+once; the sweep's own records call it ERROR with that reason.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 
 import torch
 
-from visiontune.trainables.contract import Trainable, TrainContext
+from visiontune.trainables.contract import Trainable, TrainContext, divergence_result
 from visiontune.trainables.device import pick_device, releasing_memory
 
 
@@ -37,7 +44,8 @@ def trial_device() -> str:
 def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
     """Ray Tune's trainable for every task (`task`: its name, or the task object itself):
     train `config` on `data`, one `tune.report(metrics, checkpoint)` per epoch; a restored
-    trial continues from its checkpoint's epoch."""
+    trial continues from its checkpoint's epoch; a diverged one reports why and ends (see the
+    module docstring)."""
     from ray import tune
 
     from visiontune.trainables import load_task
@@ -46,6 +54,7 @@ def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
     settings = task.build_config(config, "trial config")
     torch.set_num_threads(trial_cpus())
     device = trial_device()
+    last: dict[str, Any] | None = None
     # The task's scratch files live in the trial's working directory while it runs; what
     # lasts is what it reports.
     with (
@@ -53,7 +62,12 @@ def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
         tempfile.TemporaryDirectory(prefix=f"{task.name}-", dir=Path.cwd()) as workdir,
         _restored(tune.get_checkpoint()) as restore,
     ):
-        task.train(settings, data, TrainContext(device, Path(workdir), _report, restore))
+        try:
+            task.train(settings, data, TrainContext(device, Path(workdir), _report, restore))
+        except FloatingPointError as diverged:  # the traceback's frames go with the block
+            last = divergence_result(task.METRICS, diverged)
+    if last is not None:  # reported once the session's memory is released
+        tune.report(last)
 
 
 def _report(metrics: dict[str, float], checkpoint_dir: Path) -> None:

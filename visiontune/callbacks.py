@@ -6,6 +6,10 @@ summary (every hyperparameter with its domain, every metric) sits in the experim
 trial writes its session start (complete config) when it starts and its session end (status) when
 it finishes, early-stopped and errored trials included. Ray's own TensorBoardX logger is disabled by
 the sweep because it writes HParams only at trial end and only for the sampled parameters.
+
+A diverged trial (its last result carries `contract.DIVERGED`, see trainables/tune_edge.py) ends
+normally in Ray's eyes; here it is an errored trial: no scalars from that result (it measured
+nothing), a FAILURE session end, ERROR with the reason in the ledger.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from visiontune.layout import EXPERIMENT_DIR_ENV, STATUS_FILE
 from visiontune.spec import Distribution
+from visiontune.trainables.contract import diverged_reason
 
 
 def trial_dir(trial: Any, experiment_dir: Path) -> Path:
@@ -148,6 +153,8 @@ class TensorBoardCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        if diverged_reason(result):
+            return
         writer = self._writer(trial)
         step = int(result.get("training_iteration", 0))
         for key, value in result.items():
@@ -163,7 +170,8 @@ class TensorBoardCallback(Callback):
         self.writers.pop(trial.trial_id, None)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, hp_pb2.STATUS_SUCCESS)
+        failed = diverged_reason(trial.last_result)
+        self._end(trial, hp_pb2.STATUS_FAILURE if failed else hp_pb2.STATUS_SUCCESS)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, hp_pb2.STATUS_FAILURE)
@@ -211,6 +219,8 @@ class TrialStatusCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        if diverged_reason(result):
+            return  # not an epoch trained: on_trial_complete records the error
         fields: dict[str, Any] = {"epochs": int(result.get("training_iteration", 0))}
         entry = self.status.get(trial.trial_id, {})
         if entry.get("recoveries") and entry["recoveries"][-1].get("resumed_at") is None:
@@ -237,6 +247,10 @@ class TrialStatusCallback(Callback):
         self._update(trial, status="RETRYING", recoveries=[*entry.get("recoveries", []), recovery])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = diverged_reason(trial.last_result)
+        if reason:  # ended by its own report, not retried (trainables/tune_edge.py)
+            self._update(trial, status="ERROR", error=reason)
+            return
         done = int(self.status.get(trial.trial_id, {}).get("epochs", 0))
         self._update(trial, status="TERMINATED" if done >= self.epochs else "STOPPED")
 

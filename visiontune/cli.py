@@ -280,40 +280,87 @@ def _train_config(spec: Any, config_path: str | None) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one configuration; exit 1 with one line if it diverges (a training outcome, not
+    bad input), leaving `--out` as it was: it is written only once training and the test
+    evaluation are done, in one step."""
     from visiontune.data import load_dataset
-    from visiontune.spec import load_spec
+    from visiontune.data.files import write_tree_atomically
     from visiontune.trainables import load_task
 
     overrides = {"max_epochs": args.max_epochs, "data": _abs_data(args.data)}
-    spec = load_spec(args.space, overrides, args.assignments)
+    spec = _load_tune_spec(args.space, overrides, args.assignments)
     task = load_task(spec.task)
     config = task.build_config(_train_config(spec, args.config), args.config or args.space)
-    out = Path(args.out).expanduser().resolve() if args.out else None
-    if out and out.exists() and any(out.iterdir()):
-        raise InputError(f"{out}: --out directory is not empty; choose another")
+    out = _train_out(args.out)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     with tempfile.TemporaryDirectory(prefix="visiontune-train-") as scratch:
-        checkpoint_dir = out or Path(scratch) / "checkpoint"
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_dir = Path(scratch) / "checkpoint"
+        checkpoint_dir.mkdir()
         workdir = Path(scratch) / "work"
         workdir.mkdir()
-        history = _train_epochs(task, config, data, checkpoint_dir, workdir)
+        history: list[dict] = []
+        try:
+            _train_epochs(task, config, data, checkpoint_dir, workdir, history)
+        except FloatingPointError as exc:
+            kept = f"; nothing written to {out}" if out else ""
+            print(f"visiontune: training diverged at epoch {len(history) + 1}: {exc}{kept}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         test = task.evaluate_checkpoint(checkpoint_dir, data, "test")
-    print(" ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
-    if out:
-        write_json(out / "metrics.json", {"history": history, **test})
-        print(f"Written: {out}/ (checkpoint, metrics.json)")
+        print(_measured(test))
+        if out:
+            metrics = {"history": history, **test}
+            write_tree_atomically(out, lambda staging: _keep(checkpoint_dir, metrics, staging))
+            print(f"Written: {out}/ (checkpoint, metrics.json)")
     return 0
 
 
-def _train_epochs(task: Any, config: Any, data: Any, checkpoint_dir: Path, workdir: Path) -> list:
-    """Train one configuration through the trainable contract, printing each epoch's metrics
-    and keeping the latest epoch's checkpoint files in `checkpoint_dir` (what
-    `task.evaluate_checkpoint` reads). CUDA when this machine has it."""
+def _train_out(value: str | None) -> Path | None:
+    """`--out` resolved, once it is known that a directory can be written there: a missing or
+    empty directory whose parent (the nearest existing one) is a writable directory."""
+    if not value:
+        return None
+    out = Path(value).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out is a file; name a directory for checkpoint and metrics")
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError(f"{out}: --out directory is not empty; choose another")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{out}: --out cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: --out cannot be created: {parent} is not writable")
+    return out
+
+
+def _measured(test: dict[str, Any]) -> str:
+    """The test split's numbers as one line; "—" for one that was not measured (None)."""
+    numbers = {
+        k: v
+        for k, v in test.items()
+        if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    }
+    return " ".join(f"{k}={'—' if v is None else f'{v:.4f}'}" for k, v in numbers.items())
+
+
+def _keep(checkpoint_dir: Path, metrics: dict[str, Any], target: Path) -> None:
+    for path in checkpoint_dir.iterdir():
+        shutil.copyfile(path, target / path.name)
+    write_json(target / "metrics.json", metrics)
+
+
+def _train_epochs(
+    task: Any, config: Any, data: Any, checkpoint_dir: Path, workdir: Path, history: list[dict]
+) -> None:
+    """Train one configuration through the trainable contract, printing each epoch's metrics,
+    appending them to `history` and keeping the latest epoch's checkpoint files in
+    `checkpoint_dir` (what `task.evaluate_checkpoint` reads). CUDA when this machine has it.
+    A loss that becomes NaN/inf raises FloatingPointError (after the epochs in `history`)."""
     from visiontune.trainables.contract import TrainContext
     from visiontune.trainables.device import local_device, releasing_memory
 
-    history: list[dict] = []
     print(" ".join(f"{m:>10}" for m in task.METRICS))
 
     def keep(metrics: dict, epoch_dir: Path) -> None:
@@ -325,7 +372,6 @@ def _train_epochs(task: Any, config: Any, data: Any, checkpoint_dir: Path, workd
     device = local_device()
     with releasing_memory(device):
         task.train(config, data, TrainContext(device, workdir, keep))
-    return history
 
 
 def cmd_data(args: argparse.Namespace) -> int:

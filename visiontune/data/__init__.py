@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.errors import InputError
+from visiontune.params import short_repr
 
 EMBEDDED = {"ir-solar-modules": "imagefolder", "pv-arrays": "yolo"}  # name -> format
 GENERATOR_VERSION = 1  # bump when a generator's output changes, so caches are rebuilt
@@ -38,7 +39,9 @@ def make_embedded(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
         from visiontune.data import pv_arrays
 
         return pv_arrays.write_yolo(out_dir, seed=seed)
-    raise InputError(f"data make: unknown dataset {name!r} (known: {', '.join(EMBEDDED)})")
+    raise InputError(
+        f"data make: unknown dataset {short_repr(name)} (known: {', '.join(EMBEDDED)})"
+    )
 
 
 def embedded_path(name: str) -> Path:

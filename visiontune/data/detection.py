@@ -29,6 +29,7 @@ import yaml
 from visiontune.data.imagefolder import decode_image
 from visiontune.data.yolo_tree import SPLITS, write_yolo_yaml
 from visiontune.errors import InputError
+from visiontune.params import short_repr
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -153,20 +154,22 @@ def _parse_names(data: dict[str, Any], path: Path) -> tuple[str, ...]:
         indices = all(isinstance(k, int) and not isinstance(k, bool) for k in keys)
         if not indices or set(keys) != set(range(len(keys))):
             raise InputError(
-                f"{path}: 'names' keys must be the indices 0..{len(keys) - 1}, got {keys}"
+                f"{path}: 'names' keys must be the indices 0..{len(keys) - 1}, got {short_repr(keys)}"
             )
         raw = [raw[i] for i in range(len(keys))]
     if not isinstance(raw, list) or not raw:
         raise InputError(
-            f"{path}: 'names' must be a non-empty list or {{index: name}}, got {raw!r}"
+            f"{path}: 'names' must be a non-empty list or {{index: name}}, got {short_repr(raw)}"
         )
     bad = [
         name for name in raw if not isinstance(name, str | int | float) or isinstance(name, bool)
     ]
     if bad:
-        raise InputError(f"{path}: 'names' entries must be plain names, got {bad[0]!r}")
+        raise InputError(f"{path}: 'names' entries must be plain names, got {short_repr(bad[0])}")
     if data.get("nc") is not None and data["nc"] != len(raw):
-        raise InputError(f"{path}: 'nc: {data['nc']}' does not match the {len(raw)} names")
+        raise InputError(
+            f"{path}: 'nc: {short_repr(data['nc'])}' does not match the {len(raw)} names"
+        )
     return tuple(str(name) for name in raw)
 
 
@@ -175,7 +178,7 @@ def _dataset_root(data: dict[str, Any], path: Path) -> Path:
     if raw is None or raw == "":
         return path.parent
     if not isinstance(raw, str):
-        raise InputError(f"{path}: 'path' must be a folder, got {raw!r}")
+        raise InputError(f"{path}: 'path' must be a folder, got {short_repr(raw)}")
     # Unlike ultralytics (cwd), a relative path is relative to the data.yaml's folder.
     root = (path.parent / Path(raw).expanduser()).resolve()
     if not root.is_dir():
@@ -185,8 +188,8 @@ def _dataset_root(data: dict[str, Any], path: Path) -> Path:
 
 def _split_dir(data: dict[str, Any], split: str, root: Path, path: Path) -> Path:
     raw = data[split]
-    if not isinstance(raw, str):
-        raise InputError(f"{path}: {split!r} must be one folder of images, got {raw!r}")
+    if not isinstance(raw, str) or not raw.strip():  # "" would be the whole dataset folder
+        raise InputError(f"{path}: {split!r} must be one folder of images, got {short_repr(raw)}")
     folder = (root / Path(raw).expanduser()).resolve()
     if folder.is_file():
         raise InputError(f"{path}: {split!r} is a file ({folder}); name a folder of images")
@@ -270,7 +273,7 @@ def _parse_label_line(line: str, where: str, num_classes: int) -> list[float]:
         )
     label = values[0]
     if not label.is_integer():
-        raise InputError(f"{where}: class {fields[0]!r} is not an integer")
+        raise InputError(f"{where}: class {short_repr(fields[0])} is not an integer")
     if not 0 <= label < num_classes:
         raise InputError(
             f"{where}: class {fields[0]} is out of range 0..{num_classes - 1} ({num_classes} names)"

@@ -5,6 +5,12 @@ with a fixed seed (`stratified_split`, the split the embedded generator writes i
 Grayscale stays one channel (thermal data usually is); if any image is colour, every image
 becomes RGB. All images are resized to one size (default: the most common one), so a
 trial can index batches straight out of one array instead of running a DataLoader.
+
+Every split must hold images: an explicit `train/`, `val/` or `test/` folder without any is bad
+input (a split never evaluated would be reported as numbers nobody measured). The size is bounded
+before anything is allocated: at most MAX_IMAGE_SIDE px per side, and the decoded dataset at most
+a quarter of the memory available when it is loaded (MEMORY_SHARE: this process, Ray's object
+store and every training process each hold a copy of it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from visiontune.errors import InputError
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P"}
+MAX_IMAGE_SIDE = 4096  # px; 16.8 MB per grayscale image, 50 MB in RGB: beyond any trainable here
+MEMORY_SHARE = 4  # the decoded dataset may take 1/MEMORY_SHARE of the memory available
+LAYOUTS = "DIR/<class>/<image> or DIR/{train,val,test}/<class>/<image>"
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,11 @@ def _list_layout(
         per_split = {}
         for name in SPLITS:
             dirs = _class_dirs(root / name)
+            if not dirs:
+                raise InputError(
+                    f"{root / name}: the {name} split folder has no class folders with images "
+                    f"(expected {name}/<class>/<image>)"
+                )
             extra = sorted({d.name for d in dirs} - set(classes))
             if extra:
                 raise InputError(f"{root / name}: class folder(s) {extra} not in {root / 'train'}")
@@ -149,7 +163,9 @@ def decode_image(path: Path) -> np.ndarray:
                     return (array.astype(np.uint16) >> 8).astype(np.uint8)
                 return np.clip(array, 0, 255).astype(np.uint8)
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
+    except (
+        UnidentifiedImageError, OSError, ValueError, ImportError, Image.DecompressionBombError,
+    ) as exc:  # fmt: skip
         # ImportError: once ultralytics is imported in the process, PIL's open of a file it does
         # not recognise goes on to look for an optional HEIF plugin (pi_heif) and fails there
         raise InputError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
@@ -166,35 +182,90 @@ def _to_array(decoded: list[np.ndarray], size: tuple[int, int], rgb: bool) -> np
     return out
 
 
+def available_memory() -> int:
+    """Bytes of memory this machine can still give a process without swapping."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_decoded_size(
+    root: Path, count: int, channels: int, size: tuple[int, int], given: bool
+) -> None:
+    """InputError unless `count` images of `size` fit (see the module docstring): a side over
+    MAX_IMAGE_SIDE, or more than 1/MEMORY_SHARE of the available memory."""
+    height, width = size
+    what = f"image_size {[height, width]}" if given else f"{root}: the most common image size"
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise InputError(
+            f"{what} is larger than {MAX_IMAGE_SIDE} px per side; set data.image_size smaller"
+        )
+    needed, available = count * channels * height * width, available_memory()
+    if needed * MEMORY_SHARE > available:
+        raise InputError(
+            f"{what}: {count} images of {height}x{width} px ({channels} channel(s)) take "
+            f"{needed / 2**30:.1f} GiB decoded, more than 1/{MEMORY_SHARE} of the "
+            f"{available / 2**30:.1f} GiB of memory available; set data.image_size smaller"
+        )
+
+
 def load_imagefolder(
     root: str | os.PathLike, image_size: tuple[int, int] | None = None, split_seed: int = 0
 ) -> ImageDataset:
     """Decode every image under `root` (see the module docstring for the layouts)."""
     root = Path(root).expanduser().resolve()
+    if root.is_file():
+        raise InputError(f"{root}: is a file; an ImageFolder dataset is a directory ({LAYOUTS})")
     if not root.is_dir():
         raise InputError(f"{root}: data directory does not exist")
+    if image_size is not None:  # before decoding anything
+        check_decoded_size(root, 1, 1, tuple(image_size), given=True)
     classes, per_split, flat = _list_layout(root)
     if len(classes) < 2:
         raise InputError(
-            f"{root}: found {len(classes)} class folder(s) {list(classes)}; need at least 2"
+            f"{root}: found {len(classes)} class folder(s) {list(classes)}; need at least 2 "
+            f"({LAYOUTS})"
         )
     entries = flat if per_split is None else [e for name in SPLITS for e in per_split[name]]
     decoded = [decode_image(path) for path, _ in entries]
     rgb = any(array.ndim == 3 for array in decoded)
+    given = image_size is not None
     if image_size is None:
         image_size = collections.Counter(a.shape[:2] for a in decoded).most_common(1)[0][0]
+    check_decoded_size(root, len(decoded), 3 if rgb else 1, tuple(image_size), given)
     images = _to_array(decoded, tuple(image_size), rgb)
+    del decoded
     labels = np.array([classes.index(name) for _, name in entries], dtype=np.int64)
     if per_split is None:
         index = stratified_split(labels, split_seed)
-    else:
+        splits = {name: Split(images[index[name]], labels[index[name]]) for name in SPLITS}
+    else:  # the splits are consecutive: views of one array, no copy
         bounds = np.cumsum([0] + [len(per_split[name]) for name in SPLITS])
-        index = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
-    splits = {name: Split(images[index[name]], labels[index[name]]) for name in SPLITS}
-    for name in ("train", "val"):
+        parts = {name: slice(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
+        splits = {name: Split(images[part], labels[part]) for name, part in parts.items()}
+    for name in SPLITS:  # a flat tree whose classes are too small for a 70/15/15 split
         if len(splits[name].labels) == 0:
-            raise InputError(f"{root}: the {name} split has no images")
-    train = splits["train"].images.astype(np.float32) / 255.0
-    mean = tuple(float(v) for v in train.mean(axis=(0, 2, 3)))
-    std = tuple(float(max(v, 1e-3)) for v in train.std(axis=(0, 2, 3)))
+            raise InputError(
+                f"{root}: the {name} split has no images (a class needs at least 3 images to "
+                f"appear in train, val and test)"
+            )
+    mean, std = channel_stats(splits["train"].images)
     return ImageDataset(classes, splits, str(root), mean, std)
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (floored at 1e-3) of uint8 NCHW `images` scaled to [0, 1],
+    summed a chunk at a time so that no float copy of the whole array is made."""
+    sums = np.zeros(images.shape[1])
+    squares = np.zeros(images.shape[1])
+    for start in range(0, len(images), 256):
+        chunk = images[start : start + 256].astype(np.float64) / 255.0
+        sums += chunk.sum(axis=(0, 2, 3))
+        squares += np.square(chunk).sum(axis=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = sums / count
+    variance = np.maximum(squares / count - np.square(mean), 0.0)
+    return (
+        tuple(float(v) for v in mean),
+        tuple(float(max(v, 1e-3)) for v in np.sqrt(variance)),
+    )

@@ -3,7 +3,8 @@ tuned best's), and their evaluation on the test split as Ray tasks with a trial'
 
 "Best" is `visiontune.best.Objective`: a trial's best kept checkpoint is its best epoch (the
 later one on ties, as the checkpoint retention keeps), and the tuned best is the trial whose
-best epoch ranks first (ties: the smaller trial id).
+best epoch ranks first (ties: the smaller trial id). An errored trial is never picked, a diverged
+one (`contract.DIVERGED` in its last result, trainables/tune_edge.py) included.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from visiontune.best import Objective
 from visiontune.spec import SweepSpec
+from visiontune.trainables.contract import diverged_reason
 
 
 def trial_id_of(result: Any) -> str:
@@ -36,7 +38,7 @@ def checkpoints_to_test(spec: SweepSpec, results: Any) -> list[dict[str, Any]]:
     picks: list[dict[str, Any]] = []
     candidates: dict[str, dict[str, Any]] = {}
     for result in results:
-        if result.error is not None:
+        if result.error is not None or diverged_reason(result.metrics):
             continue
         pick = best_checkpoint(result, objective)
         if pick is None:

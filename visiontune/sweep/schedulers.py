@@ -9,6 +9,9 @@
   full budget.
 * They pass on why a trial failed (the last line of the traceback Ray wrote), which Ray's
   controller does not tell the searcher.
+* A diverged trial's last result (`contract.DIVERGED`, NaN metrics: trainables/tune_edge.py)
+  never reaches Ray's scheduler: it stops the trial, and its completion is handled as Ray
+  handles an error, so no rung, bracket or median counts a value that was never measured.
 
 `asha`: ASHA records seed trials in its rungs (they inform the cut-offs) but never stops them.
 `hyperband`: Ray's synchronous HyperBand (its variant for BOHB with `searcher.type: bohb`);
@@ -46,6 +49,7 @@ from ray.tune.schedulers import (
 from visiontune.spec import SweepSpec
 from visiontune.sweep.compat import save_state_of_removed_trial
 from visiontune.sweep.searcher import StudySearcher
+from visiontune.trainables.contract import diverged_reason
 
 
 def error_reason(trial: Any) -> str:
@@ -66,8 +70,16 @@ class _TellsTheSearcher:
         self.searcher = searcher
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if diverged_reason(result):
+            return TrialScheduler.STOP
         self.searcher.record(trial.trial_id, result)
         return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        if diverged_reason(result):  # the searcher reads the reason from `result` itself
+            super().on_trial_error(tune_controller, trial)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         # Ray calls this just before the searcher's on_trial_complete(error=True).

@@ -12,7 +12,8 @@ What the study is told, and why Ray's stock `OptunaSearch` is not used (ray 2.60
 * A trial that ends before the epoch budget (stopped by the scheduler) is PRUNED, with its last
   intermediate value; a finished one is COMPLETE with the value the report ranks it by (its best
   epoch, `visiontune.best.Objective.trial_value`); an errored one FAIL, with the reason in user
-  attribute `error`. Stock `OptunaSearch` tells a stopped trial COMPLETE with its partial score
+  attribute `error`, and so is a diverged one (its last result carries the reason under
+  `contract.DIVERGED` and its NaN metric is never recorded: trainables/tune_edge.py). Stock `OptunaSearch` tells a stopped trial COMPLETE with its partial score
   (which TPE then models as final) and a finished one its last epoch.
 * Trials still running stay RUNNING, so TPE's constant liar (Optuna 5 default) sees them.
 * Each study trial carries the Tune trial id (user attribute `tune_trial_id`), which maps it to
@@ -37,6 +38,7 @@ from ray.tune.search import Searcher
 
 from visiontune.best import Objective
 from visiontune.sweep.compat import StoredTrial
+from visiontune.trainables.contract import diverged_reason
 
 TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the Tune trial a study trial became
 ERROR_ATTR = "error"  # user attribute of a FAIL trial: why it failed
@@ -158,8 +160,11 @@ class StudySearcher(Searcher):
             self._proposer.forget(trial_id)
         if result:
             self.record(trial_id, result)
+        diverged = diverged_reason(result)
+        if diverged:
+            self._errors[trial_id] = diverged
         study = self._open()
-        state, value, reason = self._verdict(self._values[trial_id], error)
+        state, value, reason = self._verdict(self._values[trial_id], error or bool(diverged))
         if reason is None and state == TrialState.FAIL:
             reason = self._errors.pop(trial_id, None) or "the trial raised an error"
         if reason is not None:
@@ -182,6 +187,8 @@ class StudySearcher(Searcher):
         recorded (by another path, or before a resume) is left as it is."""
         value, step = result.get(self.metric), result_step(result)
         if isinstance(value, bool) or not isinstance(value, int | float) or step is None:
+            return
+        if diverged_reason(result):  # measured nothing (its metric is NaN)
             return
         if trial_id not in self._numbers or trial_id in self._finished:
             return
