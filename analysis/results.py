@@ -25,6 +25,7 @@ from visiontune.layout import DATASET_FILE, SPEC_FILE, TEST_FILE
 from visiontune.params import short_repr
 from visiontune.spec import SweepSpec, read_yaml, validate
 from visiontune.sweep.ledger import read_ledger, read_summary
+from visiontune.trainables.contract import diverged_reason
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFr
     ):
         params = read_json_file(trial_path / "params.json", dict, {})
         results = read_result_lines(trial_path / "result.json")
+        # a diverged trial's last report (trainables/tune_edge.py) is no epoch: it measured nothing
+        results = [row for row in results if diverged_reason(row) is None]
         trial_id = trial_path.name.removeprefix("trial_")
         trial_id = results[0].get("trial_id", trial_id) if results else trial_id
         history = pd.DataFrame(results)

@@ -18,6 +18,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from visiontune.callbacks import TensorBoardCallback, TrialStatusCallback
 from visiontune.layout import EXPERIMENT_DIR_ENV, STATUS_FILE
 from visiontune.spec import load_spec
+from visiontune.trainables.contract import divergence_result
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch")  # the classifier's
 EPOCHS = 3
@@ -105,6 +106,19 @@ def _train(callback: Any, trial: FakeTrial, epochs: int) -> None:
         callback.on_trial_result(epoch, [], trial, _result(epoch))
 
 
+REASON = "FloatingPointError: train_loss became nan (diverged; try a lower lr)"
+
+
+def _diverge(callback: Any, trial: FakeTrial, epochs_done: int) -> None:
+    """What Ray does with a trial whose training diverged after `epochs_done` epochs: the last
+    result run_trial reports (trainables/tune_edge.py), then the trial's normal end."""
+    error = FloatingPointError(REASON.split(": ", 1)[1])
+    last = {**divergence_result(METRICS, error), "training_iteration": epochs_done + 1}
+    callback.on_trial_result(epochs_done + 1, [], trial, last)
+    trial.last_result = last
+    callback.on_trial_complete(epochs_done + 1, [], trial)
+
+
 def test_every_result_is_a_scalar_at_its_epoch_in_the_trials_directory(exp):
     callback, trial = _tensorboard(exp), _trial(exp)
     _train(callback, trial, EPOCHS)
@@ -176,6 +190,17 @@ def test_an_errored_trial_ends_its_session_as_a_failure(exp):
     assert metadata.parse_session_end_info_plugin_data(end).status == api_pb2.STATUS_FAILURE
 
 
+def test_a_diverged_trial_ends_its_session_as_a_failure_with_no_scalars_for_its_nans(exp):
+    callback, trial = _tensorboard(exp), _trial(exp)
+    _train(callback, trial, 2)
+    _diverge(callback, trial, 2)
+    [end] = _plugin_values(exp / "trial_abc123", metadata.SESSION_END_INFO_TAG)
+    assert metadata.parse_session_end_info_plugin_data(end).status == api_pb2.STATUS_FAILURE
+    acc = _accumulator(exp / "trial_abc123")
+    for tag in ("train_loss", "val_acc", "time_this_iter_s"):
+        assert [e.step for e in acc.Scalars(tag)] == [1, 2], tag
+
+
 def test_a_resumed_driver_writes_into_its_own_experiment_dir(exp, tmp_path, monkeypatch):
     """The callback is unpickled as the first driver made it; the new driver's dir wins."""
     moved = tmp_path / "elsewhere" / "exp"
@@ -242,6 +267,16 @@ def test_an_errored_trial_keeps_the_last_line_of_its_traceback(exp, tmp_path):
     entry = _ledger(exp)["abc123"]
     assert entry["status"] == "ERROR"
     assert entry["error"] == "FloatingPointError: train_loss became nan (diverged; try a lower lr)"
+
+
+def test_a_diverged_trial_is_an_error_with_its_reason_and_the_epochs_it_trained(exp):
+    """Ray calls it complete (run_trial returned so that it would not be retried)."""
+    callback, trial = _ledger_callback(exp), _trial(exp)
+    _train(callback, trial, 2)
+    _diverge(callback, trial, 2)
+    entry = _ledger(exp)["abc123"]
+    assert (entry["status"], entry["error"], entry["epochs"]) == ("ERROR", REASON, 2)
+    assert "recoveries" not in entry
 
 
 def test_an_error_without_a_traceback_file_is_an_unknown_error(exp, tmp_path):

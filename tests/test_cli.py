@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -407,3 +409,45 @@ def test_resume_with_a_damaged_file_names_it_before_changing_anything(capsys, tm
     assert err.startswith(f"visiontune: error: {target}: ") and "\n" not in err, err
     assert len(err) < 300
     assert _snapshot(exp) == before and not ray.is_initialized()
+
+
+# --- two sweeps at once, a sweep refused after Ray started -----------------------------------
+
+
+@pytest.mark.ray  # the winner runs a one-trial sweep on a local Ray
+def test_of_two_sweeps_started_at_once_with_one_name_exactly_one_runs(tmp_path, tiny_imagefolder):
+    args = [
+        "tune", CLASSIFIER_SPACE, "--storage", tmp_path / "runs", "--name", "same",
+        "--num-samples", 1, "--max-epochs", 1, "--data", tiny_imagefolder, "--set", "width=4",
+    ]  # fmt: skip
+    exe = Path(sys.executable).with_name("visiontune")
+    procs = [
+        subprocess.Popen(
+            [str(exe), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    runs = [(proc, *proc.communicate(timeout=600)) for proc in procs]
+    codes = sorted(proc.returncode for proc, _, _ in runs)
+    assert codes == [0, 2], [(p.returncode, err[-2000:]) for p, _, err in runs]
+    _, _, lost = next(run for run in runs if run[0].returncode == 2)
+    assert lost.strip() == (
+        f"visiontune: error: {tmp_path / 'runs' / 'same'}: experiment already exists; "
+        "use --resume or another --name"
+    )
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["same"]
+    assert (tmp_path / "runs" / "same" / "test_results.json").is_file()
+
+
+@pytest.mark.ray  # Ray starts, then finds no node that fits a trial
+def test_a_sweep_refused_after_ray_started_leaves_the_name_free(capsys, tmp_path):
+    storage = tmp_path / "runs"
+    args = ["tune", str(CLASSIFIER_SPACE), "--storage", str(storage), "--name", "exp",
+            "--cpus-per-trial", "1000"]  # fmt: skip
+    assert main(args) == 2
+    assert "no node has that much" in capsys.readouterr().err
+    assert not storage.exists(), "a sweep that never ran must give its name back"

@@ -344,3 +344,51 @@ def test_a_uri_claim_is_refused_when_the_bucket_has_the_experiment(s3, tmp_path,
     experiment.upload()
     with pytest.raises(InputError, match="experiment already exists"):
         open_experiment(storage, "exp").claim()
+
+
+def _upload_fixture(storage: str, name: str, interrupted: bool) -> Experiment:
+    """The checked-in experiment in the bucket as STORAGE/NAME (optionally as a killed driver
+    leaves it: the last run has no end, no totals)."""
+    from support import FIXTURES
+
+    experiment = open_experiment(storage, name)
+    experiment.filesystem.create_dir(experiment.remote_dir, recursive=True)
+    pafs.copy_files(str(FIXTURES / "experiment"), experiment.remote_dir,
+                    destination_filesystem=experiment.filesystem)  # fmt: skip
+    if interrupted:
+        summary = json.loads(run_text(experiment, "sweep.json"))
+        summary = {k: v for k, v in summary.items() if k not in ("wall_time_s", "num_trials")}
+        summary["runs"][-1]["ended"] = None
+        with experiment.filesystem.open_output_stream(f"{experiment.remote_dir}/sweep.json") as f:
+            f.write(json.dumps(summary).encode())
+    return experiment
+
+
+@pytest.mark.ray  # a moto S3 server
+def test_a_uri_resume_names_the_damaged_file_in_the_bucket_and_changes_nothing(
+    s3, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("VISIONTUNE_CACHE", str(tmp_path / "cache"))
+    storage = f"s3://sweeps/runs?{s3}"
+    experiment = _upload_fixture(storage, "fixture", interrupted=True)
+    with experiment.filesystem.open_output_stream(f"{experiment.remote_dir}/optuna.db") as f:
+        f.write(b"not a database" * 50)
+    before = {f: run_text(experiment, f) for f in ("sweep.json", "trial_status.json")}
+    args = ["tune", str(CLASSIFIER_SPACE), "--storage", storage, "--name", "fixture", "--resume"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "visiontune: error: s3://sweeps/runs/fixture/optuna.db: not a readable SQLite database"
+    ), err
+    assert {f: run_text(experiment, f) for f in before} == before
+
+
+@pytest.mark.ray  # a moto S3 server
+def test_a_uri_resume_of_a_finished_sweep_says_so(s3, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VISIONTUNE_CACHE", str(tmp_path / "cache"))
+    storage = f"s3://sweeps/runs?{s3}"
+    experiment = _upload_fixture(storage, "fixture", interrupted=False)
+    args = ["tune", str(CLASSIFIER_SPACE), "--storage", storage, "--name", "fixture", "--resume"]
+    assert main(args) == 0
+    assert "the sweep finished; nothing to resume" in capsys.readouterr().out
+    assert experiment.exists()

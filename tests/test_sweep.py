@@ -161,28 +161,48 @@ def test_best_config_reproduces_with_visiontune_train(sweep, tmp_path):
     assert len(metrics["history"]) == 1 and 0 <= metrics["test_acc"] <= 1
 
 
-def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tiny_imagefolder, tmp_path):
+def test_a_diverging_trial_errors_once_with_its_reason_and_the_sweep_goes_on(
+    tiny_imagefolder, tmp_path
+):
+    """diverging.yaml allows 3 retries (`max_failures: 3`), which are for lost workers and
+    nodes: a NaN loss is final, so the diverging trial runs once and is an ERROR everywhere."""
     proc = visiontune(
         "tune", REPO / "tests" / "fixtures" / "diverging.yaml", "--data", tiny_imagefolder,
         "--storage", tmp_path, "--name", "nan",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "nan"
+    assert yaml.safe_load((exp / "spec.yaml").read_text())["max_failures"] == 3
     status = json.loads((exp / "trial_status.json").read_text())
     by_state = {entry["status"]: entry for entry in status.values()}
     assert set(by_state) == {"TERMINATED", "ERROR"}
-    assert (
-        "FloatingPointError" in by_state["ERROR"]["error"] and "nan" in by_state["ERROR"]["error"]
-    )
+    errored = by_state["ERROR"]
+    assert errored["error"].startswith("FloatingPointError: ") and "nan" in errored["error"]
+    assert "recoveries" not in errored and errored.get("epochs", 0) == 0
+    # run once: one report (the divergence, in its first epoch), no traceback for a retry
+    rows = [json.loads(line) for line in (exp / errored["dir"] / "result.json").open()]
+    assert [row["training_iteration"] for row in rows] == [1]
+    assert rows[0]["diverged"] == errored["error"]
+    assert not (exp / errored["dir"] / "error.txt").exists()
     report = (exp / "report" / "report.md").read_text()
     assert "errored: 1;" in report and "loss became nan (diverged" in report
+    assert "retried" not in report
+    trials = pd.read_csv(exp / "report" / "trials.csv").set_index("dir")
+    assert trials.loc[errored["dir"], "status"] == "ERROR"
+    assert trials.loc[errored["dir"], "error"] == errored["error"]
+    assert trials.loc[errored["dir"], "retries"] == 0
+    study = optuna.load_study(study_name="nan", storage=f"sqlite:///{exp / 'optuna.db'}")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert [t.user_attrs["error"] for t in failed] == [errored["error"]]
+    assert failed[0].intermediate_values == {}
     roles = [r["role"] for r in json.loads((exp / "test_results.json").read_text())]
     assert roles == ["sane", "tuned best"]
-    errored = _accumulator(exp / by_state["ERROR"]["dir"])
+    tensorboard = _accumulator(exp / errored["dir"])
     end = metadata.parse_session_end_info_plugin_data(
-        _plugin_content(errored, metadata.SESSION_END_INFO_TAG)
+        _plugin_content(tensorboard, metadata.SESSION_END_INFO_TAG)
     )
     assert end.status == api_pb2.STATUS_FAILURE
+    assert "val_acc" not in tensorboard.Tags()["scalars"]  # its NaNs were never measured
 
 
 CHOICES = {  # every searcher and scheduler type of the spec in as few sweeps as cover them all

@@ -30,7 +30,7 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from visiontune.layout import EXPERIMENT_DIR_ENV, STATUS_FILE
+from visiontune.layout import STATUS_FILE, current_experiment_dir
 from visiontune.spec import Distribution
 from visiontune.trainables.contract import diverged_reason
 
@@ -40,12 +40,6 @@ def trial_dir(trial: Any, experiment_dir: Path) -> Path:
     experiment dir (for a URI storage, in the driver's mirror that is uploaded to it), so that
     `tensorboard --logdir EXPERIMENT_DIR` shows every trial live."""
     return experiment_dir / Path(trial.path).name
-
-
-def current_experiment_dir(pickled: Path) -> Path:
-    """The driver's experiment directory: the one this run of the driver set (a resumed sweep
-    restores its callbacks as pickled when it started, possibly on another machine)."""
-    return Path(os.environ.get(EXPERIMENT_DIR_ENV) or pickled)
 
 
 def _hparam_value(value: Any) -> struct_pb2.Value:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.errors import InputError, SweepInterrupted
-from visiontune.fileio import write_json
 
 # Spec keys an option writes besides its own (visiontune.spec.OVERRIDE_PATHS): a --max-epochs
 # below the scheduler's grace period shortens the grace period with it.
@@ -38,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-epochs", type=int, help="epoch budget per trial (max_t)")
     tune.add_argument("--data", help="ImageFolder dir or YOLO data.yaml (overrides data.source)")
     tune.add_argument("--storage", default="./runs", help="where experiments live (default ./runs)")
-    tune.add_argument("--name", help="experiment name (default: the spec's name or file stem)")
+    tune.add_argument("--name", help="experiment name: letters, digits, -_. (default: the spec's "
+                      "name or file stem)")  # fmt: skip
     tune.add_argument(
         "--address",
         help="attach to a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: "
@@ -51,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-failures", type=int,
                       help="retries of a trial whose worker or node died (from its checkpoint)")  # fmt: skip
     tune.add_argument("--resume", action="store_true",
-                      help="continue the interrupted sweep STORAGE/NAME (finished trials are kept)")  # fmt: skip
+                      help="continue the interrupted sweep STORAGE/NAME (finished trials are kept; "
+                      "its files are checked first; a finished sweep is left as it is)")  # fmt: skip
     tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trainable parameter for every trial (repeatable)")  # fmt: skip
 
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _abs_data(value: str | None) -> str | None:
+def abs_data(value: str | None) -> str | None:
     return str(Path(value).expanduser().resolve()) if value else None
 
 
@@ -88,19 +88,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
     from visiontune.storage import open_experiment
     from visiontune.sweep import check_address, keep_ray_on_loopback
+    from visiontune.sweep.driver import sweep_and_report, sweep_on_head
     from visiontune.trainables import load_task
 
     overrides = {
         "num_samples": args.num_samples,
         "max_epochs": args.max_epochs,
-        "data": _abs_data(args.data),
+        "data": abs_data(args.data),
         "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial,
         "max_concurrent": args.max_concurrent,
         "seed": args.seed,
         "max_failures": args.max_failures,
     }
-    spec = _load_tune_spec(args.space, overrides, args.assignments)
+    spec = load_tune_spec(args.space, overrides, args.assignments)
     # Inside a Ray job (`ray job submit`), Ray names the cluster in RAY_ADDRESS: attach to it.
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if not address:
@@ -124,7 +125,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     try:
         if address and address.startswith("ray://"):
-            exp_dir, report, table = _sweep_on_head(address, spec, data, experiment, args.resume)
+            exp_dir, report, table = sweep_on_head(address, spec, data, experiment, args.resume)
         else:
             exp_dir, report, table = sweep_and_report(spec, data, experiment, address, args.resume)
     except SweepInterrupted as stop:
@@ -141,12 +142,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_tune_spec(space: str, overrides: dict[str, Any], assignments: list[str]) -> Any:
+def load_tune_spec(space: str, overrides: dict[str, Any], assignments: list[str]) -> Any:
     """The spec with the command line's options applied. A value the spec's checks refuse is
     named by its flag (`--max-failures: must be >= 0, got -1`), not blamed on the file: an
     error at a key an option wrote to is the option's when the spec without that option does
     not fail the same way."""
-    from visiontune.spec import OVERRIDE_PATHS, load_spec
+    from visiontune.overrides import OVERRIDE_PATHS
+    from visiontune.spec import load_spec
 
     try:
         return load_spec(space, overrides, assignments)
@@ -181,65 +183,15 @@ def _resumable_spec(experiment: Any) -> Any:
     from visiontune.sweep.preflight import check_resumable, finished
 
     experiment.mirror()  # a URI storage's files, fresh in the driver's mirror
-    if finished(experiment):
-        return None
-    return check_resumable(experiment)  # the search space a sweep started with is fixed
-
-
-def sweep_and_report(
-    spec: Any, data: Any, experiment: Any, address: str | None, resume: bool
-) -> tuple[str, str, str]:
-    """A driver's whole job: the sweep, then its report (uploaded next to it for a URI storage).
-    Returns the local experiment directory, the report's path and the main table."""
-    from visiontune.analysis.report import main_table, write_report
-    from visiontune.analysis.results import load_experiment
-    from visiontune.sweep import run_sweep
-
-    exp_dir = run_sweep(spec, data, experiment, address, resume=resume)
-    experiment.download()  # Ray's trial results join the driver's files (no checkpoints)
-    out = write_report(exp_dir)
-    experiment.upload()
-    return str(exp_dir), str(out / "report.md"), main_table(load_experiment(exp_dir))
-
-
-def _sweep_on_head(
-    address: str, spec: Any, data: Any, experiment: Any, resume: bool
-) -> tuple[str, str, str]:
-    """Ray Client (ray://HOST:PORT): Ray Tune runs its loop on the head node then, so the whole
-    driver runs there as one task: the Optuna study, ledger, TensorBoard events and report are
-    written on the head's disk (a local --storage is a path on the head) or to the URI storage."""
-    import ray
-
-    _connect_client(address)
     try:
-        head = ray.remote(sweep_and_report).options(
-            num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001}
-        )
-        return ray.get(head.remote(spec, data, experiment, address, resume))
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, InputError | SweepInterrupted):
-            raise exc.cause from None
-        raise
-    finally:
-        ray.shutdown()
-
-
-def _connect_client(address: str, attempts: int = 3) -> None:
-    """ray.init over Ray Client. The head's client proxy starts one server process per client
-    connection, and that start can fail on a busy head (the proxy then says so and frees the
-    port only later): retry on a fresh server instead of giving up on the sweep."""
-    import ray
-
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(address=address, log_to_driver=True)
-            return
-        except ConnectionAbortedError as exc:
-            if "client server failed" not in str(exc) or attempt == attempts:
-                raise
-            print(f"visiontune: Ray Client server did not start ({attempt}/{attempts}); retrying",
-                  file=sys.stderr)  # fmt: skip
-            time.sleep(2)
+        if finished(experiment):
+            return None
+        return check_resumable(experiment)  # the search space a sweep started with is fixed
+    except InputError as exc:
+        if not experiment.uri:
+            raise
+        bare = experiment.uri.split("?")[0]  # name the file in the storage, not in the mirror
+        raise InputError(str(exc).replace(str(experiment.local), bare)) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -266,114 +218,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(spec: Any, config_path: str | None) -> dict[str, Any]:
-    from visiontune.spec import read_yaml
-
-    values = dict(spec.fixed)
-    if spec.seeds:
-        values.update(next(iter(spec.seeds.values())))
-    if config_path:
-        values.update(read_yaml(config_path))
-        for key in spec.raw.get("fixed") or {}:  # command-line pins beat the file
-            values[key] = spec.fixed[key]
-    return values
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train one configuration; exit 1 with one line if it diverges (a training outcome, not
-    bad input), leaving `--out` as it was: it is written only once training and the test
-    evaluation are done, in one step."""
-    from visiontune.data import load_dataset
-    from visiontune.data.files import write_tree_atomically
-    from visiontune.trainables import load_task
-
-    overrides = {"max_epochs": args.max_epochs, "data": _abs_data(args.data)}
-    spec = _load_tune_spec(args.space, overrides, args.assignments)
-    task = load_task(spec.task)
-    config = task.build_config(_train_config(spec, args.config), args.config or args.space)
-    out = _train_out(args.out)
-    data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
-    with tempfile.TemporaryDirectory(prefix="visiontune-train-") as scratch:
-        checkpoint_dir = Path(scratch) / "checkpoint"
-        checkpoint_dir.mkdir()
-        workdir = Path(scratch) / "work"
-        workdir.mkdir()
-        history: list[dict] = []
-        try:
-            _train_epochs(task, config, data, checkpoint_dir, workdir, history)
-        except FloatingPointError as exc:
-            kept = f"; nothing written to {out}" if out else ""
-            print(f"visiontune: training diverged at epoch {len(history) + 1}: {exc}{kept}",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        test = task.evaluate_checkpoint(checkpoint_dir, data, "test")
-        print(_measured(test))
-        if out:
-            metrics = {"history": history, **test}
-            write_tree_atomically(out, lambda staging: _keep(checkpoint_dir, metrics, staging))
-            print(f"Written: {out}/ (checkpoint, metrics.json)")
-    return 0
-
-
-def _train_out(value: str | None) -> Path | None:
-    """`--out` resolved, once it is known that a directory can be written there: a missing or
-    empty directory whose parent (the nearest existing one) is a writable directory."""
-    if not value:
-        return None
-    out = Path(value).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out is a file; name a directory for checkpoint and metrics")
-    if out.is_dir() and any(out.iterdir()):
-        raise InputError(f"{out}: --out directory is not empty; choose another")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{out}: --out cannot be created: {parent} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: --out cannot be created: {parent} is not writable")
-    return out
-
-
-def _measured(test: dict[str, Any]) -> str:
-    """The test split's numbers as one line; "—" for one that was not measured (None)."""
-    numbers = {
-        k: v
-        for k, v in test.items()
-        if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-    }
-    return " ".join(f"{k}={'—' if v is None else f'{v:.4f}'}" for k, v in numbers.items())
-
-
-def _keep(checkpoint_dir: Path, metrics: dict[str, Any], target: Path) -> None:
-    for path in checkpoint_dir.iterdir():
-        shutil.copyfile(path, target / path.name)
-    write_json(target / "metrics.json", metrics)
-
-
-def _train_epochs(
-    task: Any, config: Any, data: Any, checkpoint_dir: Path, workdir: Path, history: list[dict]
-) -> None:
-    """Train one configuration through the trainable contract, printing each epoch's metrics,
-    appending them to `history` and keeping the latest epoch's checkpoint files in
-    `checkpoint_dir` (what `task.evaluate_checkpoint` reads). CUDA when this machine has it.
-    A loss that becomes NaN/inf raises FloatingPointError (after the epochs in `history`)."""
-    from visiontune.trainables.contract import TrainContext
-    from visiontune.trainables.device import local_device, releasing_memory
-
-    print(" ".join(f"{m:>10}" for m in task.METRICS))
-
-    def keep(metrics: dict, epoch_dir: Path) -> None:
-        history.append(metrics)
-        print(" ".join(f"{metrics[m]:>10.4g}" for m in task.METRICS), flush=True)
-        for path in epoch_dir.iterdir():
-            shutil.copyfile(path, checkpoint_dir / path.name)
-
-    device = local_device()
-    with releasing_memory(device):
-        task.train(config, data, TrainContext(device, workdir, keep))
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     from visiontune.data import make_embedded
 
@@ -381,6 +225,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     path = make_embedded(args.dataset, Path(args.out).expanduser(), seed=args.seed)
     print(f"Written {args.dataset} to {path} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from visiontune.train import train_command
+
+    return train_command(args)
 
 
 COMMANDS = {"tune": cmd_tune, "report": cmd_report, "train": cmd_train, "data": cmd_data}

@@ -70,6 +70,6 @@ def read_json_file(
     except RecursionError:
         raise InputError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(payload, expected):
-        shape = "an object" if expected is dict else "an array"
+        shape = "object" if expected is dict else "array"
         raise InputError(f"{path}: expected a JSON {shape}, got {short_repr(payload)}")
     return payload

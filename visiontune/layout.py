@@ -4,6 +4,11 @@ The directory is the product: it can be copied, opened in TensorBoard (`tensorbo
 read by optuna-dashboard (`sqlite:///STORAGE/NAME/optuna.db`) and reported on anywhere.
 """
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 SPEC_FILE = "spec.yaml"  # the spec as resolved (YAML + command-line overrides)
 DATASET_FILE = "dataset.json"  # classes, channels, image size and split counts of the data used
 STUDY_FILE = "optuna.db"  # the Optuna study (SQLite)
@@ -12,3 +17,10 @@ TEST_FILE = "test_results.json"  # test-split evaluation of the seed and tuned-b
 SUMMARY_FILE = "sweep.json"  # size, wall time, slots, resources of the sweep
 REPORT_DIR = "report"  # default output of `visiontune report`
 EXPERIMENT_DIR_ENV = "VISIONTUNE_EXPERIMENT_DIR"  # set by the driver for its Tune callbacks
+
+
+def current_experiment_dir(pickled: str | os.PathLike[str]) -> Path:
+    """The driver's experiment directory: the one this run of the driver set in
+    EXPERIMENT_DIR_ENV. A resumed sweep restores its callbacks and searcher as they were pickled
+    when it started, possibly on another machine or with the directory since moved."""
+    return Path(os.environ.get(EXPERIMENT_DIR_ENV) or pickled)

@@ -124,6 +124,25 @@ def test_a_result_line_cut_short_by_a_crash_is_skipped(experiment_dir):
     assert (experiment.history["trial_id"] == trial_id).sum() == len(lines) - 1
 
 
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("[1, 2]", "expected a JSON object, got [1, 2]"),
+        ('"done"', "expected a JSON object, got 'done'"),
+        ('{"val_acc": 0.5}', "training_iteration: expected an epoch number >= 1, got None"),
+        ('{"training_iteration": "3"}', "training_iteration: expected an epoch number >= 1"),
+        ('{"training_iteration": 2, "trial_id": 7}', "trial_id: expected a string, got 7"),
+    ],
+)
+def test_a_complete_result_line_of_another_shape_is_named_with_its_line(experiment_dir, line, says):
+    path = sorted(experiment_dir.glob("trial_*/result.json"))[0]
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join([rows[0], line, *rows[1:]]) + "\n")
+    with pytest.raises(InputError) as info:
+        load_experiment(experiment_dir)
+    assert str(info.value).startswith(f"{path}: line 2: {says}")
+
+
 def test_a_trial_the_ledger_calls_lost_is_not_part_of_the_sweep(experiment_dir):
     ledger = _ledger(experiment_dir)
     lost = sorted(ledger)[0]

@@ -75,6 +75,22 @@ def test_a_seed_point_named_without_seed_gets_the_prefix_and_an_errored_one_stay
     assert all(_missing(diverging[t]) for t in CLASSIFIER_TITLES.values())
 
 
+def test_a_test_metric_that_was_not_measured_prints_as_a_dash_never_a_zero(tmp_path):
+    """A checkpoint evaluated on a split without images has None test metrics (the classifier's
+    `evaluate`); the printed table says so instead of 0.0000."""
+    from visiontune.analysis.report import main_table
+
+    exp = copy_fixture("experiment", tmp_path)
+    tested = json.loads((exp / "test_results.json").read_text())
+    for row in tested:
+        row.update(test_loss=None, test_acc=None)
+    (exp / "test_results.json").write_text(json.dumps(tested))
+    printed = main_table(load_experiment(exp))
+    rows = [line.split("|")[1:-1] for line in printed.splitlines()[2:]]
+    assert rows and all(cells[-2].strip() == cells[-1].strip() == "—" for cells in rows)
+    assert all(cells[4].strip() not in ("—", "0.0000") for cells in rows)  # val_acc measured
+
+
 def _detection_experiment(space: str, test: list[dict[str, Any]]) -> Experiment:
     return Experiment(
         path=Path("/nowhere"),

@@ -248,10 +248,10 @@ def _orphan_label(root: Path) -> None:
     (root / "labels" / "test" / "test_00099.txt").write_text("0 0.5 0.5 0.1 0.1\n")
 
 
-def _empty_split(root: Path) -> None:
-    for image in (root / "images" / "val").iterdir():
+def _empty_split(root: Path, split: str = "val") -> None:
+    for image in (root / "images" / split).iterdir():
         image.unlink()
-    (root / "images" / "val" / "notes.md").write_text("no pictures")
+    (root / "images" / split / "notes.md").write_text("no pictures")
 
 
 BAD_DATASETS: dict[str, tuple[Callable[[Path], object], Callable[[Path], list[str]]]] = {
@@ -262,6 +262,10 @@ BAD_DATASETS: dict[str, tuple[Callable[[Path], object], Callable[[Path], list[st
     "malformed yaml": (
         lambda r: (r / "data.yaml").write_text("train: images/train\nnames: [a, b\n"),
         lambda r: [f"{r / 'data.yaml'}:", "malformed YAML"],
+    ),
+    "not text": (
+        lambda r: (r / "data.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe"),
+        lambda r: [f"{r / 'data.yaml'}: cannot read data.yaml"],
     ),
     "not a mapping": (
         lambda r: (r / "data.yaml").write_text("- train\n- val\n"),
@@ -286,9 +290,20 @@ BAD_DATASETS: dict[str, tuple[Callable[[Path], object], Callable[[Path], list[st
         lambda r: shutil.rmtree(r / "images" / "test"),
         lambda r: [f"{r / 'data.yaml'}: 'test' folder {r / 'images' / 'test'} does not exist"],
     ),
-    "split folder without images": (
-        _empty_split,
-        lambda r: [f"{r / 'images' / 'val'}: no images", "'val'"],
+    **{
+        f"{split} folder without images": (
+            lambda r, split=split: _empty_split(r, split),
+            lambda r, split=split: [f"{r / 'images' / split}: no images", f"'{split}'"],
+        )
+        for split in ("train", "val", "test")
+    },
+    "test split the dataset folder itself": (
+        lambda r: _edit_yaml(r, test=""),
+        lambda r: [f"{r / 'data.yaml'}: 'test' must be one folder of images, got ''"],
+    ),
+    "names a huge value": (
+        lambda r: _edit_yaml(r, names="x" * 5000),
+        lambda r: [f"{r / 'data.yaml'}: 'names' must be", "..."],
     ),
     "unreadable image": (
         _garble_image,
@@ -309,7 +324,7 @@ def test_bad_dataset_is_a_one_line_input_error_naming_the_file(
     with pytest.raises(InputError) as caught:
         load_yolo(dataset / "data.yaml" if (dataset / "data.yaml").exists() else dataset)
     message = str(caught.value)
-    assert "\n" not in message
+    assert "\n" not in message and len(message) < 400
     for part in expected(dataset):
         assert part in message, message
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiontune.data.imagefolder import decode_image, load_imagefolder, stratified_split
+from visiontune.data import imagefolder
+from visiontune.data.imagefolder import (
+    MAX_IMAGE_SIDE,
+    decode_image,
+    load_imagefolder,
+    stratified_split,
+)
 from visiontune.errors import InputError
 
 SIZE = (24, 40)  # height, width
@@ -323,7 +329,69 @@ def test_val_class_missing_from_train_names_the_val_folder(tmp_path: Path) -> No
     assert str((tmp_path / "val").resolve()) in message and "cow" in message
 
 
-def test_split_layout_with_empty_val_split_is_an_error(tmp_path: Path) -> None:
-    _write_split_tree(tmp_path, {"train": {"ant": 2, "bee": 2}, "val": {}, "test": {"ant": 1}})
-    (tmp_path / "val").mkdir()
-    assert "val" in _input_error(tmp_path)
+@pytest.mark.parametrize("empty", ["train", "val", "test"])
+def test_an_explicit_split_folder_without_images_is_an_error_naming_it(
+    tmp_path: Path, empty: str
+) -> None:
+    """An empty test/ would otherwise be evaluated as test_loss=0, test_acc=0: never measured."""
+    counts = {"train": {"ant": 2, "bee": 2}, "val": {"ant": 1, "bee": 1}, "test": {"ant": 1}}
+    _write_split_tree(tmp_path, {**counts, empty: {}})
+    (tmp_path / empty).mkdir()
+    (tmp_path / empty / "README.txt").write_text("to do")
+    message = _input_error(tmp_path)
+    assert message.startswith(f"{(tmp_path / empty).resolve()}: the {empty} split folder has no")
+
+
+def test_a_flat_tree_too_small_to_split_is_an_error_not_an_empty_split(tmp_path: Path) -> None:
+    for name in ("ant", "bee"):
+        _write_class(tmp_path / name, [1, 2])  # 2 images: nothing for val or test
+    assert "has no images (a class needs at least 3" in _input_error(tmp_path)
+
+
+def test_a_file_is_not_an_imagefolder(tmp_path: Path) -> None:
+    path = _save(tmp_path / "one.png", _gray(3))
+    assert _input_error(path).startswith(f"{path.resolve()}: is a file; an ImageFolder")
+
+
+@pytest.mark.parametrize("size", [(100_000, 100_000), (MAX_IMAGE_SIDE + 1, 1), (1, 10**9)])
+def test_an_image_size_over_the_side_limit_is_refused_before_decoding(
+    tmp_path: Path, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_flat_tree(tmp_path, per_class=4)
+    monkeypatch.setattr(imagefolder, "decode_image", _never)
+    message = _input_error(tmp_path, image_size=size)
+    assert message.startswith(f"image_size {list(size)} is larger than {MAX_IMAGE_SIDE} px")
+
+
+def test_a_dataset_over_a_quarter_of_the_available_memory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_flat_tree(tmp_path, per_class=4)  # 8 images, grey
+    needed = 8 * 1 * 100 * 200
+    monkeypatch.setattr(imagefolder, "available_memory", lambda: 4 * needed - 1)
+    message = _input_error(tmp_path, image_size=(100, 200))
+    assert "8 images of 100x200 px (1 channel(s))" in message and "more than 1/4" in message
+    monkeypatch.setattr(imagefolder, "available_memory", lambda: 4 * needed)
+    assert load_imagefolder(tmp_path, image_size=(100, 200)).image_size == (100, 200)
+
+
+def test_the_most_common_size_is_held_to_the_same_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_flat_tree(tmp_path, per_class=4)
+    monkeypatch.setattr(imagefolder, "MAX_IMAGE_SIDE", SIZE[1] - 1)
+    message = _input_error(tmp_path)
+    assert message.startswith(f"{tmp_path.resolve()}: the most common image size is larger")
+
+
+def test_an_image_too_large_for_pil_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = _save(tmp_path / "big.png", _gray(1, (64, 64)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64x64 > 2 x 100: a decompression bomb
+    with pytest.raises(InputError, match="big.png: cannot read image"):
+        decode_image(big)
+
+
+def _never(path: Path) -> None:
+    raise AssertionError(f"decoded {path}")

@@ -17,9 +17,18 @@ import yaml
 from optuna.trial import TrialState
 from support import copy_fixture
 
+from visiontune.errors import InputError
 from visiontune.storage import open_experiment
-from visiontune.sweep.ledger import driver_runs, reconcile_trials, saved_trial_states
+from visiontune.sweep.ledger import (
+    driver_runs,
+    read_ledger,
+    read_summary,
+    reconcile_trials,
+    saved_trial_states,
+    sweep_finished,
+)
 from visiontune.sweep.searcher import LOST_ATTR, TRIAL_ID_ATTR
+from visiontune.trainables.contract import divergence_result
 
 
 @dataclass
@@ -120,6 +129,24 @@ def test_a_retrying_entry_whose_result_is_an_error_is_errored(exp):
     assert _ledger(exp)[trial_id]["status"] == "ERROR"
 
 
+def test_a_running_entry_whose_last_result_diverged_is_errored_without_counting_it(exp):
+    trial_id = _trial_with(exp, "TERMINATED")
+    ledger = _ledger(exp)
+    ledger[trial_id] |= {"status": "RUNNING", "epochs": 1}
+    _write_ledger(exp, ledger)
+    results = _results(exp)
+    diverged = next(r for r in results if r.path.endswith(trial_id))
+    metrics = ("val_acc", "val_loss", "epoch")
+    diverged.metrics = {
+        **divergence_result(metrics, FloatingPointError("loss became nan")),
+        "training_iteration": 2,
+    }
+    _reconcile(exp, results)
+    entry = _ledger(exp)[trial_id]
+    assert entry["status"] == "ERROR" and "loss became nan" in entry["error"]
+    assert entry["epochs"] == 1  # the divergence row is not a trained epoch
+
+
 def test_entries_already_final_keep_their_state(exp):
     stopped = _trial_with(exp, "STOPPED")
     _reconcile(exp, _results(exp))
@@ -192,3 +219,55 @@ def test_driver_runs_do_not_change_sweep_json(exp):
 def test_saved_state_of_a_finished_sweep_holds_every_trial_and_none_unfinished(exp):
     count, unfinished = saved_trial_states(open_experiment(exp.parent, exp.name))
     assert count == len(_ledger(exp)) and unfinished == []
+
+
+# --- the one strict reading of the ledger and sweep.json --------------------------------------
+
+
+def test_missing_ledger_and_summary_are_empty(tmp_path):
+    assert read_ledger(tmp_path) == {} and read_summary(tmp_path) == {}
+    assert not sweep_finished(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[]", "expected a JSON object, got []"),
+        ('{"abc": 3}', "abc: expected an object, got 3"),
+        ('{"abc": {"status": 1}}', "abc.status: expected a string, got 1"),
+        ('{"abc": {"epochs": true}}', "abc.epochs: expected an integer, got True"),
+        ('{"abc": {"recoveries": {}}}', "abc.recoveries: expected a list, got {}"),
+        ('{"abc": ', "not valid JSON (Expecting value at line 1)"),
+    ],
+)
+def test_a_damaged_ledger_is_named_and_reconciling_it_writes_nothing(exp, content, says):
+    (exp / "trial_status.json").write_text(content)
+    with pytest.raises(InputError) as info:
+        _reconcile(exp, _results(exp))
+    assert str(info.value) == f"{exp / 'trial_status.json'}: {says}"
+    assert (exp / "trial_status.json").read_text() == content
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('"sweep"', "expected a JSON object, got 'sweep'"),
+        ('{"runs": {"started": 1}}', "runs: expected a list, got {'started': 1}"),
+        ('{"runs": [5]}', "runs[0]: expected an object, got 5"),
+        ('{"runs": [{"ended": null}]}', "runs[0]: no 'started' time"),
+        ('{"runs": [{"started": 1, "ended": "late"}]}', "runs[0].ended: expected a number"),
+    ],
+)
+def test_a_damaged_summary_is_named_when_driver_runs_read_it(exp, content, says):
+    (exp / "sweep.json").write_text(content)
+    with pytest.raises(InputError) as info:
+        driver_runs(exp, resume=True)
+    assert str(info.value).startswith(f"{exp / 'sweep.json'}: {says}")
+
+
+def test_a_sweep_is_finished_only_once_its_last_run_recorded_the_totals(exp):
+    assert sweep_finished(exp)
+    summary = json.loads((exp / "sweep.json").read_text())
+    del summary["num_trials"]  # killed during the test evaluation
+    (exp / "sweep.json").write_text(json.dumps(summary))
+    assert not sweep_finished(exp)

@@ -22,6 +22,7 @@ from visiontune.spec import SweepSpec, load_spec
 from visiontune.sweep.schedulers import build_scheduler
 from visiontune.sweep.searcher import TRIAL_ID_ATTR, StudySearcher
 from visiontune.sweep.tuner import build_searcher
+from visiontune.trainables.contract import divergence_result
 
 SCHEDULERS = {
     "asha": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
@@ -316,3 +317,59 @@ def test_bohb_is_given_every_result_hyperband_judges_also_the_ones_it_stops_on(t
     bohb = controller.searcher._proposer._bohb.bohber  # hpbandster's BOHB (its own record)
     told = sorted(-loss for losses in bohb.losses.values() for loss in losses)
     assert told == sorted(score for _, score, _ in controller.budgets)
+
+
+@pytest.mark.parametrize("kind", list(SCHEDULERS))
+def test_a_diverged_trial_is_stopped_and_ends_as_an_error_its_nans_unseen(tmp_path, kind):
+    """The last result of a diverged trial (trainables/tune_edge.py) reaches neither Ray's
+    scheduler (no rung, bracket or median counts its NaN) nor the study as a value; the study
+    FAILs it with the reason, and the other trials go on as if it had errored."""
+    spec = _spec(tmp_path, SCHEDULERS[kind], epochs=3, num_samples=4)
+    searcher = build_searcher(spec, tmp_path / "optuna.db", "s")
+    scheduler = build_scheduler(spec, searcher)
+    trials = [FakeTrial(f"t{i}", {**spec.fixed, "lr": 0.01}, 0.5) for i in range(3)]
+    controller = FakeController(scheduler, searcher, spec)
+    for trial in trials:
+        controller.add(trial)
+        searcher.suggest(trial.trial_id)
+        trial.status = Trial.RUNNING
+        result = {"epoch": 1, "training_iteration": 1, "val_acc": 0.5}
+        scheduler.on_trial_result(controller, trial, result)
+        trial.last_result = result
+    diverged = trials[0]
+    last = {
+        **divergence_result(("val_acc", "epoch"), FloatingPointError("loss became nan")),
+        "training_iteration": 2,
+    }
+    assert scheduler.on_trial_result(controller, diverged, last) == TrialScheduler.STOP
+    diverged.last_result = last
+    controller.stop_trial(diverged)
+    frozen = _study(tmp_path)["t0"]
+    assert frozen.state == TrialState.FAIL and frozen.intermediate_values == {1: 0.5}
+    assert frozen.user_attrs["error"] == "FloatingPointError: loss became nan"
+    for trial in trials[1:]:  # the others are judged on measured values only
+        result = {"epoch": 2, "training_iteration": 2, "val_acc": 0.6}
+        decision = scheduler.on_trial_result(controller, trial, result)
+        assert decision in (TrialScheduler.CONTINUE, TrialScheduler.STOP, TrialScheduler.PAUSE)
+    recorded = [
+        value
+        for value in _scheduler_values(scheduler)
+        if isinstance(value, float) and math.isnan(value)
+    ]
+    assert recorded == []
+
+
+def _scheduler_values(scheduler: Any) -> list[Any]:
+    """Every metric value Ray's scheduler state holds (ASHA rungs, HyperBand brackets, the
+    median rule's results)."""
+    values: list[Any] = []
+    for bracket in getattr(scheduler, "_brackets", []) or []:
+        for _, recorded in getattr(bracket, "_rungs", []):
+            values += list(recorded.values())
+    for results in getattr(scheduler, "_results", {}).values():
+        values += [r.get("val_acc") for r in results]
+    for band in getattr(scheduler, "_hyperbands", []) or []:
+        for bracket in band:
+            if bracket is not None:
+                values += [r.get("val_acc") for r in bracket._live_trials.values() if r]
+    return values

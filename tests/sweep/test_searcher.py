@@ -13,7 +13,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from visiontune.best import Objective
+from visiontune.layout import EXPERIMENT_DIR_ENV
 from visiontune.sweep.searcher import StudySearcher
+from visiontune.trainables.contract import divergence_result
 
 EPOCHS = 3
 SPACE = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "arch": CategoricalDistribution(["a", "b"])}
@@ -110,6 +112,24 @@ def test_an_errored_trial_fails_with_its_reason(tmp_path):
     assert trials["u"].state == TrialState.FAIL and trials["u"].user_attrs["error"]
 
 
+def test_a_diverged_trial_fails_with_its_reason_and_its_nan_is_never_recorded(tmp_path):
+    """run_trial ends a diverged trial with a last result instead of an error (so that Ray
+    does not retry it); Ray then completes it normally, that result in hand."""
+    searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    searcher.on_trial_result("t", _result(1, 0.5))
+    last = {
+        **divergence_result(("val_acc", "epoch"), FloatingPointError("loss became nan")),
+        "training_iteration": 2,
+    }
+    searcher.record("t", last)  # the scheduler's copy
+    searcher.on_trial_complete("t", result=last)
+    trial = _study(tmp_path)["t"]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["error"] == "FloatingPointError: loss became nan"
+    assert trial.intermediate_values == {1: 0.5}
+
+
 def test_a_trial_without_any_result_fails_instead_of_counting_as_pruned(tmp_path):
     searcher = _searcher(tmp_path)
     searcher.suggest("t")
@@ -142,3 +162,21 @@ def test_saved_state_restores_into_the_searcher_unpickled_at_the_start(tmp_path)
     assert trials["b"].state == TrialState.PRUNED
     assert trials["c"].state == TrialState.RUNNING
     assert sorted(t.number for t in trials.values()) == [0, 1, 2, 3]
+
+
+def test_a_resumed_searcher_uses_the_study_of_the_drivers_experiment_dir(tmp_path, monkeypatch):
+    """A sweep resumed from another place (its directory moved, or a URI experiment's mirror on
+    another machine): the pickled path is stale, the driver's EXPERIMENT_DIR_ENV is the truth."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    searcher = _searcher(old)
+    searcher.suggest("a")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    old.rename(new)  # the experiment directory moved before the resume
+
+    resumed = pickle.loads(pickle.dumps(searcher))
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    monkeypatch.setenv(EXPERIMENT_DIR_ENV, str(new))
+    resumed.on_trial_complete("a", _result(EPOCHS, 0.9))
+    assert not old.exists()  # no new study created at the pickled path
+    assert _study(new)["a"].state == TrialState.COMPLETE

@@ -276,6 +276,18 @@ def test_evaluate_checkpoint_reports_split_loss_and_accuracy(data: ImageDataset,
     assert result["test_acc"] == expected["acc"]
 
 
+def test_a_split_without_images_measures_nothing_instead_of_zero(
+    data: ImageDataset, tmp_path
+) -> None:
+    empty = Split(data.splits["test"].images[:0], data.splits["test"].labels[:0])
+    hollow = ImageDataset(data.classes, {**data.splits, "test": empty}, "mem", data.mean, data.std)
+    Session(Config(**TINY), hollow).save(tmp_path / CHECKPOINT_FILE)
+    assert TASK.evaluate_checkpoint(tmp_path, hollow, "test") == {
+        "test_loss": None,
+        "test_acc": None,
+    }
+
+
 # --- config --------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import sys
 import traceback
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from visiontune.trainables import TASKS, load_task
+from visiontune.trainables.contract import diverged_reason
 from visiontune.trainables.device import local_device, pick_device, releasing_memory
 from visiontune.trainables.session import CheckpointedSession, Precision, SessionTask, to_device
 from visiontune.trainables.tune_edge import run_trial
@@ -248,7 +250,13 @@ def probed(ray_node: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     )
     results = tuner.fit()
     assert results.errors == []
-    return {case["name"]: json.loads((out / f"{case['name']}.json").read_text()) for case in CASES}
+    records = {}
+    for result in results:
+        name = result.config["case"]["name"]
+        record = json.loads((out / f"{name}.json").read_text())
+        rows = result.metrics_dataframe
+        records[name] = {**record, "reports": rows.to_dict("records"), "last": result.metrics}
+    return records
 
 
 @pytest.mark.ray  # a local Ray node (ray_node)
@@ -269,15 +277,26 @@ def test_a_trial_without_a_gpu_trains_on_the_cpu_on_a_node_with_one(probed) -> N
 
 @pytest.mark.ray  # a local Ray node (ray_node)
 def test_run_trial_frees_the_session_when_the_trial_ends(probed) -> None:
-    assert {name: record["outcome"] for name, record in probed.items()} == {
-        "half-cpu": "finished",
-        "half-cpu-diverges": "raised",
-        "two-cpus": "finished",
-        "gpu": "finished",
-    }
+    # a diverged trial returns (see the next test): Ray would retry a raised error
+    assert {name: record["outcome"] for name, record in probed.items()} == dict.fromkeys(
+        probed, "finished"
+    )
     assert {name: record["model_freed"] for name, record in probed.items()} == dict.fromkeys(
         probed, True
     )
+
+
+@pytest.mark.ray  # a local Ray node (ray_node)
+def test_a_diverged_trial_reports_why_once_and_ends_without_an_error(probed) -> None:
+    """Ray retries a trial that raises (FailureConfig) as if its worker had died; a NaN loss is
+    final, so run_trial reports it as the trial's last result and returns."""
+    first, diverged = probed["half-cpu-diverges"]["reports"]  # epoch 2 diverged
+    assert first["epoch"] == 1 and diverged_reason(first) is None
+    reason = "FloatingPointError: loss became nan (diverged on purpose)"
+    assert diverged_reason(diverged) == reason and diverged["training_iteration"] == 2
+    last = probed["half-cpu-diverges"]["last"]
+    assert diverged_reason(last) == reason and math.isnan(last["loss"]) and "epoch" not in last
+    assert all(diverged_reason(r["last"]) is None for n, r in probed.items() if "diverges" not in n)
 
 
 def _local_device_in_a_task() -> dict[str, Any]:

@@ -4,12 +4,13 @@ setting that never makes it reach the network."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from visiontune.fileio import write_atomic
 
 AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what ultralytics' float16 check loads (downloads if absent)
 # Everything ultralytics could phone home or hand to Ray with, switched off.
@@ -68,9 +69,7 @@ def _install_font(target: Path) -> None:
 
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}")
-    shutil.copyfile(font, partial)
-    os.replace(partial, target)  # atomic: concurrent trials never see half a font
+    write_atomic(target, font.read_bytes())  # concurrent trials never see half a font
 
 
 def amp_setting(amp: bool, device: str, weights_dir: Path | None = None) -> bool | str:

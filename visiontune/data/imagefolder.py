@@ -258,8 +258,9 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     summed a chunk at a time so that no float copy of the whole array is made."""
     sums = np.zeros(images.shape[1])
     squares = np.zeros(images.shape[1])
-    for start in range(0, len(images), 256):
-        chunk = images[start : start + 256].astype(np.float64) / 255.0
+    step = max(1, (64 << 20) // max(1, 8 * images[0].size))  # ~64 MB of float64 at a time
+    for start in range(0, len(images), step):
+        chunk = images[start : start + step].astype(np.float64) / 255.0
         sums += chunk.sum(axis=(0, 2, 3))
         squares += np.square(chunk).sum(axis=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]

@@ -7,7 +7,9 @@
   import time and are loaded only when a Tuner is built.
 * `evaluation`: the checkpoints the test table needs, evaluated on the test split.
 * `ledger`: trial_status.json and the study reconciled after a resume, the driver runs.
-* `run`: `run_sweep`, start to end.
+* `preflight`: every file a `--resume` needs, checked before anything changes.
+* `bohb`: Ray's TuneBOHB over the study (searcher.type bohb).
+* `run`: `run_sweep`, start to end; `driver`: the sweep then its report, here or on the head.
 
 Importing this package does not import Ray: `keep_ray_on_loopback` must run before Ray loads.
 """

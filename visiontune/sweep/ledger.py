@@ -17,6 +17,7 @@ from visiontune.fileio import read_json_file, write_json
 from visiontune.layout import STATUS_FILE, STUDY_FILE, SUMMARY_FILE
 from visiontune.params import short_repr
 from visiontune.storage import Experiment
+from visiontune.trainables.contract import diverged_reason
 
 TEXT, INTEGER, NUMBER, LIST, FLAG = "a string", "an integer", "a number", "a list", "true/false"
 LEDGER_FIELDS = {  # what a ledger entry may hold (visiontune.callbacks.TrialStatusCallback)
@@ -111,7 +112,12 @@ def reconcile_ledger(
         if result is None:
             entry["status"] = "LOST"
         elif entry.get("status") in ("RUNNING", "RETRYING"):
-            done = int((result.metrics or {}).get("training_iteration", entry.get("epochs", 0)))
+            metrics = result.metrics or {}
+            reason = diverged_reason(metrics)
+            if reason is not None:  # its last row is the divergence, not a trained epoch
+                entry.update(status="ERROR", error=reason)
+                continue
+            done = int(metrics.get("training_iteration", entry.get("epochs", 0)))
             stopped = "TERMINATED" if done >= epochs else "STOPPED"
             entry.update(epochs=done, status="ERROR" if result.error else stopped)
     return ledger

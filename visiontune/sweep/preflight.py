@@ -174,6 +174,6 @@ def _check_sqlite(copy: Path, original: Path) -> None:
         with closing(sqlite3.connect(copy)) as db:
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise InputError(f"{original}: not a SQLite database ({exc})") from None
+        raise InputError(f"{original}: not a readable SQLite database ({exc})") from None
     if verdict != "ok":
         raise InputError(f"{original}: damaged SQLite database ({clip(str(verdict))})")

@@ -37,6 +37,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from visiontune.best import Objective
+from visiontune.layout import current_experiment_dir
 from visiontune.sweep.compat import StoredTrial
 from visiontune.trainables.contract import diverged_reason
 
@@ -79,7 +80,7 @@ class StudySearcher(Searcher):
         self._space = dict(space)
         self._objective = objective
         self._epochs = epochs
-        self._url = study_url(study_file)
+        self._study_file = Path(study_file)
         self._study_name = study_name
         self._sampler = sampler
         self._numbers: dict[str, int] = {}  # Tune trial id -> study trial number
@@ -103,7 +104,10 @@ class StudySearcher(Searcher):
         """The study, opened (or created) on first use; the recorded epochs are read back."""
         if self._study is not None:
             return self._study
-        self._storage = optuna.storages.RDBStorage(self._url)
+        # the study of THIS driver's experiment directory: a resumed sweep's pickled path may be
+        # another machine's mirror, or a directory since moved
+        study_file = current_experiment_dir(self._study_file.parent) / self._study_file.name
+        self._storage = optuna.storages.RDBStorage(study_url(study_file))
         self._study = optuna.create_study(
             storage=self._storage,
             study_name=self._study_name,
