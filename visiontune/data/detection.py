@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from visiontune.data.imagefolder import decode_image
+from visiontune.data.imagefolder import dataset_summary, decode_image
 from visiontune.data.yolo_tree import SPLITS, write_yolo_yaml
 from visiontune.errors import InputError
 from visiontune.params import short_repr
@@ -64,14 +64,9 @@ class DetectionDataset:
         return max(set(sizes), key=sizes.count)
 
     def summary(self) -> dict:
-        return {
-            "source": self.source,
-            "classes": list(self.names),
-            "channels": self.channels,
-            "image_size": list(self.image_size),
-            "counts": {name: len(split) for name, split in self.splits.items()},
-            "boxes": {name: int(sum(len(b) for b in s.boxes)) for name, s in self.splits.items()},
-        }
+        counts = {name: len(split) for name, split in self.splits.items()}
+        boxes = {name: int(sum(len(b) for b in s.boxes)) for name, s in self.splits.items()}
+        return {**dataset_summary(self, self.names, counts), "boxes": boxes}
 
 
 def to_xyxy_abs(boxes: np.ndarray, height: int, width: int) -> np.ndarray:

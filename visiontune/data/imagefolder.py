@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -59,13 +60,8 @@ class ImageDataset:
         return int(height), int(width)
 
     def summary(self) -> dict:
-        return {
-            "source": self.source,
-            "classes": list(self.classes),
-            "channels": self.channels,
-            "image_size": list(self.image_size),
-            "counts": {name: int(len(split.labels)) for name, split in self.splits.items()},
-        }
+        counts = {name: int(len(split.labels)) for name, split in self.splits.items()}
+        return dataset_summary(self, self.classes, counts)
 
 
 def _split_counts(size: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -270,3 +266,15 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
         tuple(float(v) for v in mean),
         tuple(float(max(v, 1e-3)) for v in np.sqrt(variance)),
     )
+
+
+def dataset_summary(dataset: Any, classes: Any, counts: dict[str, int]) -> dict[str, Any]:
+    """dataset.json's fields every dataset has: source, classes, channels, image size and the
+    number of images per split."""
+    return {
+        "source": dataset.source,
+        "classes": list(classes),
+        "channels": dataset.channels,
+        "image_size": list(dataset.image_size),
+        "counts": counts,
+    }
