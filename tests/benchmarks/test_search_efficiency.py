@@ -107,7 +107,7 @@ def test_hyperband_epochs_follow_its_brackets(bench):
 def test_fifo_budget_is_exact_and_early_stopping_gets_more_trials(bench):
     assert bench.samples_for_budget(72, 6, 2, {"type": "fifo"}) == 12
     asha = {"type": "asha", "grace_period": 2, "reduction_factor": 3}
-    assert bench.samples_for_budget(72, 6, 2, asha) == 2 + math.ceil(1.25 * 60 / (10 / 3))
+    assert bench.samples_for_budget(72, 6, 2, asha) == 2 + math.ceil(bench.MARGIN * 60 / (10 / 3))
 
 
 def test_every_searcher_and_scheduler_type_is_a_method(bench):
