@@ -139,8 +139,15 @@ def _status(entry: dict[str, Any] | None, epochs_done: int, budget: int) -> tupl
 def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFrame]]:
     ledger = read_ledger(path)
     rows, histories = [], []
+    # A trial Ray errored before it started (a failed actor reuse) has no params.json; the
+    # ledger names its directory (visiontune.sweep.ledger.reconcile_ledger).
+    named = {
+        path / entry["dir"]
+        for entry in ledger.values()
+        if entry.get("status") == "ERROR" and entry.get("dir")
+    }
     for trial_path in sorted(
-        p for p in path.iterdir() if p.is_dir() and (p / "params.json").exists()
+        p for p in path.iterdir() if p.is_dir() and ((p / "params.json").exists() or p in named)
     ):
         params = read_json_file(trial_path / "params.json", dict, {})
         results = read_result_lines(trial_path / "result.json")

@@ -48,8 +48,10 @@ def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
     module docstring)."""
     from ray import tune
 
+    from visiontune.sweep.compat import allow_slow_trial_exit
     from visiontune.trainables import load_task
 
+    allow_slow_trial_exit()  # read by Ray in this process when the next trial reuses it
     task = load_task(task) if isinstance(task, str) else task
     settings = task.build_config(config, "trial config")
     torch.set_num_threads(trial_cpus())

@@ -184,6 +184,22 @@ def test_an_errored_trial_keeps_its_error_and_has_no_best_epoch(tmp_path):
     assert row["epochs"] == 0 and row.isna()["best_epoch"]
 
 
+def test_a_trial_errored_before_it_started_is_a_row_with_its_error(experiment_dir):
+    """Ray leaves only error.txt in the directory of a trial whose reused actor failed to reset;
+    the reconciled ledger names it (visiontune.sweep.ledger)."""
+    reason = "Trainable runner reuse requires reset_config() to be implemented and return True."
+    (experiment_dir / "trial_0rphan01").mkdir()
+    (experiment_dir / "trial_0rphan01" / "error.txt").write_text(reason)
+    (experiment_dir / "trial_stray").mkdir()  # not in the ledger, no params.json: no trial
+    ledger = _ledger(experiment_dir)
+    ledger["0rphan01"] = {"dir": "trial_0rphan01", "status": "ERROR", "error": reason, "epochs": 0}
+    _write_ledger(experiment_dir, ledger)
+    trials = load_experiment(experiment_dir).trials.set_index("trial_id")
+    assert len(trials) == len(ledger)
+    row = trials.loc["0rphan01"]
+    assert (row["status"], row["error"], row["epochs"]) == ("ERROR", reason, 0)
+
+
 def test_the_experiment_carries_spec_dataset_summary_and_test_rows(experiment_dir):
     experiment = load_experiment(experiment_dir)
     dataset = json.loads((experiment_dir / "dataset.json").read_text())

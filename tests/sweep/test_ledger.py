@@ -27,7 +27,7 @@ from visiontune.sweep.ledger import (
     saved_trial_states,
     sweep_finished,
 )
-from visiontune.sweep.searcher import LOST_ATTR, TRIAL_ID_ATTR
+from visiontune.sweep.searcher import ERROR_ATTR, LOST_ATTR, TRIAL_ID_ATTR
 from visiontune.trainables.contract import divergence_result
 
 
@@ -177,6 +177,28 @@ def test_running_study_trials_fail_as_lost_or_never_started(exp):
     assert trials[never.number].state == TrialState.FAIL
     assert trials[never.number].user_attrs[LOST_ATTR] == "never started"
     assert {n: (trials[n].state, trials[n].value) for n in done} == done
+
+
+def test_a_trial_ray_errored_without_telling_the_callbacks_gets_an_entry_and_fails_its_study_trial(
+    exp,
+):
+    """Ray 2.60 errors a trial whose reused actor failed to reset without calling any callback
+    or the searcher: the ledger has no entry and its study trial is still RUNNING."""
+    reason = "Trainable runner reuse requires reset_config() to be implemented and return True."
+    orphan = "0rphan01"
+    results = _results(exp)
+    (exp / f"trial_{orphan}").mkdir()  # Ray wrote only its error.txt there
+    asked = _study(exp).ask()
+    asked.set_user_attr(TRIAL_ID_ATTR, orphan)
+    results = [*results, FakeResult(str(exp / f"trial_{orphan}"), {}, RuntimeError(reason))]
+    _reconcile(exp, results)
+    entry = _ledger(exp)[orphan]
+    assert (entry["dir"], entry["status"], entry["error"], entry["epochs"]) == (
+        f"trial_{orphan}", "ERROR", reason, 0,
+    )  # fmt: skip
+    failed = {t.number: t for t in _study(exp).trials}[asked.number]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs[ERROR_ATTR] == reason and LOST_ATTR not in failed.user_attrs
 
 
 def test_driver_runs_are_none_for_a_fresh_sweep(exp):

@@ -42,6 +42,36 @@ def use_own_tune_loggers() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
+def allow_slow_trial_exit() -> None:
+    """Set in each trial's worker process (trainables/tune_edge.run_trial), where Ray reads it.
+
+    TUNE_FUNCTION_THREAD_TIMEOUT_S (ray 2.60.0, ray/tune/trainable/function_trainable.py
+    `reset_config`): when a reused actor takes its next trial (reuse_actors=True), Ray waits
+    this long (default 2 s) for the previous trial's training thread to end; if it has not, the
+    next trial ERRORs with "Trainable runner reuse requires reset_config() to be implemented and
+    return True" before it trained anything, and Ray tells neither the searcher, the scheduler
+    nor the callbacks (tune_controller.py `_on_trial_reset`). On a loaded machine the previous
+    trial's exit (its last checkpoint, its memory handed back) takes longer than 2 s; a thread
+    that ends waits no longer than it needs. `setdefault`: a user's own value is kept."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "300")
+
+
+def hide_checkpoint_lines() -> None:
+    """Must run before `import ray` in the driver (the process that prints the workers' output):
+    the sweep's console (visiontune.console, without --verbose) drops the line each trial worker
+    logs for every checkpoint.
+
+    RAY_DEDUP_LOGS_SKIP_REGEX (ray 2.60.0): read once when Ray is imported
+    (ray/_private/ray_constants.py); the driver's LogDeduplicator
+    (ray/_private/ray_logging/__init__.py) discards every worker line it matches before printing.
+    Ray Train's storage logs "Checkpoint successfully created at: Checkpoint(...)" at INFO in the
+    worker on every `tune.report(..., checkpoint=...)` (ray/train/_internal/storage.py), and the
+    deduplicator prints the repeats in batches up to 5 s late, after the sweep has ended, so
+    routing the driver's streams to the log (visiontune.console) cannot catch them all.
+    `setdefault`: a user's own skip pattern is kept."""
+    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", r"^Checkpoint successfully created at: ")
+
+
 # --- Optuna: a running study trial by its number (checked on optuna 5.0.0) -------------------
 
 

@@ -91,14 +91,16 @@ def reconcile_trials(exp_dir: Path, name: str, results: Any, epochs: int) -> Non
     and finished without a fresh event, others Ray's experiment state never recorded, so Ray does
     not restore them (it samples replacements). The first get their final state from Ray's
     results; the second are marked LOST in the ledger and FAIL in the study, so neither counts a
-    trial that no longer exists."""
+    trial that no longer exists. A trial Ray ended without telling the callbacks (an actor reuse
+    that failed, ray 2.60.0 `TuneController._on_trial_reset`) gets its entry from Ray's result,
+    and its study trial FAILs with Ray's reason."""
     from visiontune.sweep.evaluation import trial_id_of
     from visiontune.sweep.searcher import fail_lost_trials
 
     finished = {trial_id_of(result): result for result in results}
     ledger = reconcile_ledger(read_ledger(exp_dir), finished, epochs)
     write_json(exp_dir / STATUS_FILE, ledger)
-    fail_lost_trials(exp_dir / STUDY_FILE, name, started=ledger)
+    fail_lost_trials(exp_dir / STUDY_FILE, name, ledger=ledger)
 
 
 def reconcile_ledger(
@@ -106,7 +108,11 @@ def reconcile_ledger(
 ) -> dict[str, dict[str, Any]]:
     """The ledger with each entry's final state: LOST when Ray has no result for the trial; for
     one still RUNNING/RETRYING, what Ray's result says (epochs done, TERMINATED at the full
-    budget, STOPPED before it, ERROR). `finished` maps trial id to Ray's result."""
+    budget, STOPPED before it, ERROR); a trial Ray has a result for and the ledger lacks gets an
+    entry the same way. `finished` maps trial id to Ray's result."""
+    for trial_id, result in finished.items():
+        if trial_id not in ledger:
+            ledger[trial_id] = {"dir": Path(result.path).name, "status": "RUNNING", "epochs": 0}
     for trial_id, entry in ledger.items():
         result = finished.get(trial_id)
         if result is None:
@@ -120,7 +126,15 @@ def reconcile_ledger(
             done = int(metrics.get("training_iteration", entry.get("epochs", 0)))
             stopped = "TERMINATED" if done >= epochs else "STOPPED"
             entry.update(epochs=done, status="ERROR" if result.error else stopped)
+            if result.error:
+                entry["error"] = error_line(result.error)
     return ledger
+
+
+def error_line(error: BaseException) -> str:
+    """The last non-empty line of an error's text (Ray's errors carry whole tracebacks)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def driver_runs(exp_dir: Path, resume: bool) -> list[dict[str, Any]]:

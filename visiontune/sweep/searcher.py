@@ -234,15 +234,21 @@ class StudySearcher(Searcher):
         return TrialState.COMPLETE, value, None
 
 
-def fail_lost_trials(study_file: Path, study_name: str, started: Iterable[str]) -> None:
-    """FAIL every study trial still RUNNING once a sweep is over, with user attribute
-    `lost_on_resume`: "lost" when its Tune trial started (it is in `started`, then forgotten by
-    Ray after a killed driver), "never started" when it was asked for just before the driver
-    died. Neither then counts as a trial that exists."""
-    started = set(started)
+def fail_lost_trials(
+    study_file: Path, study_name: str, ledger: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """FAIL every study trial still RUNNING once a sweep is over. One whose Tune trial the
+    ledger calls ERROR (Ray ended it without telling the searcher) gets the ledger's reason in
+    `error`; any other gets `lost_on_resume`: "lost" when its Tune trial started (it is in the
+    ledger, then forgotten by Ray after a killed driver), "never started" when it was asked for
+    just before the driver died. None of them then counts as a trial that exists."""
     storage = optuna.storages.RDBStorage(study_url(study_file))
     study = optuna.load_study(study_name=study_name, storage=storage)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        lost = "lost" if trial.user_attrs.get(TRIAL_ID_ATTR) in started else "never started"
-        StoredTrial(storage, study_name, trial.number).set_user_attr(LOST_ATTR, lost)
+        entry = ledger.get(trial.user_attrs.get(TRIAL_ID_ATTR, ""))
+        stored = StoredTrial(storage, study_name, trial.number)
+        if entry is not None and entry.get("status") == "ERROR":
+            stored.set_user_attr(ERROR_ATTR, entry.get("error", "unknown error"))
+        else:
+            stored.set_user_attr(LOST_ATTR, "lost" if entry is not None else "never started")
         study.tell(trial.number, state=TrialState.FAIL)
