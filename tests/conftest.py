@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import CLASSIFIER_SPACE, SWEEP_EPOCHS, SWEEP_SAMPLES, visiontune
 
 from visiontune.sweep.compat import keep_ray_on_loopback
 
@@ -19,6 +20,20 @@ def tiny_imagefolder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ir_solar.write_imagefolder(
         tmp_path_factory.mktemp("data") / "ir", num_images=360, seed=3
     )
+
+
+@pytest.fixture(scope="session")
+def sweep(tiny_imagefolder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One finished real classifier sweep (SWEEP_SAMPLES trials of SWEEP_EPOCHS epochs on the
+    tiny set, width 8), run through the console script, shared by every test that only reads a
+    finished sweep's files (copy it before changing anything in it). {"dir", "stdout", "data"}."""
+    storage = tmp_path_factory.mktemp("storage")
+    proc = visiontune(
+        "tune", CLASSIFIER_SPACE, "--num-samples", SWEEP_SAMPLES, "--max-epochs", SWEEP_EPOCHS,
+        "--data", tiny_imagefolder, "--storage", storage, "--name", "small", "--set", "width=8",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"dir": storage / "small", "stdout": proc.stdout, "data": tiny_imagefolder}
 
 
 @pytest.fixture(autouse=True)

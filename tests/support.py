@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFIER_SPACE = REPO / "search_spaces" / "classifier.yaml"
+SWEEP_SAMPLES, SWEEP_EPOCHS = 5, 3  # the shared finished sweep (conftest.py `sweep`)
 FIXTURES = REPO / "tests" / "fixtures"  # experiment dirs made by fixtures/make_experiment.py
 
 

@@ -13,25 +13,20 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from support import CLASSIFIER_SPACE, REPO, check_study_against_trials, visiontune
+from support import (
+    CLASSIFIER_SPACE,
+    REPO,
+    SWEEP_EPOCHS,
+    SWEEP_SAMPLES,
+    check_study_against_trials,
+    visiontune,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 pytestmark = pytest.mark.ray  # every test here starts a local Ray through the console script
 
-NUM_SAMPLES = 5
-EPOCHS = 3
-
-
-@pytest.fixture(scope="module")
-def sweep(tiny_imagefolder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    storage = tmp_path_factory.mktemp("storage")
-    proc = visiontune(
-        "tune", CLASSIFIER_SPACE, "--num-samples", NUM_SAMPLES, "--max-epochs", EPOCHS,
-        "--data", tiny_imagefolder, "--storage", storage, "--name", "small", "--set", "width=8",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"dir": storage / "small", "stdout": proc.stdout, "data": tiny_imagefolder}
+NUM_SAMPLES, EPOCHS = SWEEP_SAMPLES, SWEEP_EPOCHS  # the shared `sweep` fixture (conftest.py)
 
 
 def _accumulator(path: Path) -> EventAccumulator:
