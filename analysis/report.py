@@ -1,25 +1,42 @@
-"""Write report.md, trials.csv and best_config.yaml for an experiment directory.
+"""Write report.md, trials.csv, best_config.yaml, the plots (PNG), report.tex and report.html
+for an experiment directory.
 
     visiontune report runs/classifier [--out DIR]
 
 The first table reproduces the seed's: rows "seed baseline", "seed custom" (one per seed point)
 and "tuned best"; train/validation numbers come from the epoch of the checkpoint that was tested.
+The plots (analysis/plots.py) are linked from report.md; a plot the data cannot make is a line
+saying why. report.tex holds the tables, report.html all of report.md with the plots embedded
+(analysis/formats.py).
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
+from visiontune.analysis.confirmation import (
+    confirmation_notes,
+    confirmed_best_source,
+    confirmed_config_header,
+    confirmed_tables,
+    read_confirmation,
+)
+from visiontune.analysis.formats import html_document, latex_document
+from visiontune.analysis.plots import PLOT_FILES, Plot, report_plots
 from visiontune.analysis.results import Experiment, is_number, load_experiment
+from visiontune.analysis.study import TOP_QUANTILE, StudyFacts, read_study
 from visiontune.analysis.tables import task_tables
 from visiontune.errors import InputError
 from visiontune.fileio import write_atomic
-from visiontune.layout import REPORT_DIR, SPEC_FILE
+from visiontune.layout import CONFIRM_FILE, REPORT_DIR, SPEC_FILE
+from visiontune.load import keep_best_checkpoint
+from visiontune.provenance import provenance_lines
 
 TOP_N = 10
 
@@ -34,10 +51,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def formatted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as report.md shows it (`_fmt`)."""
+    return frame.astype(object).map(_fmt)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (tabulate), every cell formatted by `_fmt`."""
-    cells = frame.astype(object).map(_fmt)
-    return cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+    return formatted(frame).to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
 def main_table(experiment: Experiment) -> str:
@@ -65,7 +86,7 @@ def top_trials(experiment: Experiment, n: int = TOP_N) -> pd.DataFrame:
     spec = experiment.spec
     metrics = [m for m in experiment.metrics if m in experiment.trials and m != "lr"]
     params = [f"config/{k}" for k in spec.search if f"config/{k}" in experiment.trials]
-    columns = ["trial_id", "status", "seed", "epochs", "best_epoch", *metrics, *params]
+    columns = ["trial_id", "status", "seed", "epochs", "best_epoch", "device", *metrics, *params]
     frame = experiment.trials[[c for c in columns if c in experiment.trials]].head(n)
     return frame.rename(columns=lambda c: c.removeprefix("config/"))
 
@@ -90,6 +111,10 @@ def sweep_lines(experiment: Experiment) -> list[str]:
             f"- retried from their last checkpoint after a worker or node failure: "
             f"{len(retried)} trial(s), {int(retried['retries'].sum())} retries"
         )
+    devices = trials["device"].dropna() if "device" in trials else []
+    if len(devices):  # what the trials trained on (a GPU's name, or cpu), most used first
+        used = devices.value_counts()
+        lines.append("- trained on: " + ", ".join(f"{d} ({n} trials)" for d, n in used.items()))
     for row in trials[trials["status"] == "ERROR"].itertuples():
         lines.append(f"- errored trial `{row.trial_id}`: {row.error}")
     return lines
@@ -112,7 +137,10 @@ def _wall_line(summary: dict[str, Any]) -> str:
 
 
 def best_config(experiment: Experiment) -> dict[str, Any] | None:
-    best = next((row for row in experiment.test if row["role"] == "tuned best"), None)
+    """The tuned best's config: the confirmed one where `visiontune confirm` ran."""
+    best = confirmed_best_source(experiment) or next(
+        (row for row in experiment.test if row["role"] == "tuned best"), None
+    )
     if best is None:
         return None
     match = experiment.trials[experiment.trials["trial_id"] == best["trial_id"]]
@@ -126,13 +154,65 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def render(experiment: Experiment) -> str:
+def confirm_frame(experiment: Experiment) -> pd.DataFrame | None:
+    """confirm.json (`visiontune confirm`) as one row per confirmation run; None without one."""
+    rows = read_confirmation(experiment.path / CONFIRM_FILE)
+    return pd.DataFrame(rows) if rows else None
+
+
+def importance_table(facts: StudyFacts) -> pd.DataFrame:
+    return pd.DataFrame(list(facts.importances.items()), columns=["Parameter", "Importance"])
+
+
+def paper_tables(experiment: Experiment, facts: StudyFacts) -> list[tuple[str, pd.DataFrame]]:
+    """report.tex's tables (caption, cells as report.md shows them, `mean ± std` where a
+    confirmation measured a spread): the task's, the confirmation's, the importances."""
+    tables = [*task_tables(experiment), *confirmed_tables(experiment)]
+    if facts.importances:
+        tables.append((f"Hyperparameter importance for {experiment.spec.metric} (PED-ANOVA)",
+                       importance_table(facts)))  # fmt: skip
+    return [(title, formatted(table)) for title, table in tables]
+
+
+def analysis_sections(
+    experiment: Experiment, plots: Sequence[Plot], facts: StudyFacts | None
+) -> list[str]:
+    """report.md's importance and plot sections (none without the study's facts)."""
+    if facts is None:
+        return []
+    parts = [f"## Hyperparameter importance for {experiment.spec.metric}"]
+    if facts.importances:
+        parts += [
+            f"PED-ANOVA (Optuna) over the study's {facts.complete} complete trials: how differently "
+            f"each parameter is distributed in the best {TOP_QUANTILE:.0%} of them than in all; "
+            "the shares sum to 1.",
+            markdown_table(importance_table(facts)),
+        ]
+    else:
+        parts.append(f"Not computed: {facts.reason}.")
+    parts.append("## Plots")
+    for plot in plots:
+        drawn = plot.png is not None
+        parts.append(f"![{plot.caption}]({plot.file})" if drawn else
+                     f"- {plot.caption} (`{plot.file}`): not drawn: {plot.reason}")  # fmt: skip
+    return parts
+
+
+def render(
+    experiment: Experiment,
+    plots: Sequence[Plot] = (),
+    facts: StudyFacts | None = None,
+) -> str:
+    """report.md; with the study's facts (write_report) also the importance and plot sections."""
     spec = experiment.spec
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"# Sweep report: {experiment.path.name}",
         f"Task `{spec.task}`, data `{spec.data_source}`, {spec.epochs} epochs per trial; written {stamp}.",
     ]
+    for title, table in confirmed_tables(experiment):  # mean ± std where `confirm` ran
+        parts += [f"## {title}", markdown_table(table)]
+    parts += confirmation_notes(experiment)
     for title, table in task_tables(experiment):
         parts += [f"## {title}", markdown_table(table)]
     parts += [
@@ -142,6 +222,8 @@ def render(experiment: Experiment) -> str:
         "## Sweep",
         "\n".join(sweep_lines(experiment)),
     ]
+    parts += analysis_sections(experiment, plots, facts)
+    parts += ["## Provenance", "\n".join(provenance_lines(experiment.summary))]  # stays last
     return "\n\n".join(parts) + "\n"
 
 
@@ -152,10 +234,18 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) 
     would pass for this sweep's)."""
     experiment = load_experiment(experiment_dir)
     out = Path(out_dir) if out_dir else experiment.path / REPORT_DIR
-    files = {
-        "report.md": render(experiment),
+    facts = read_study(experiment)
+    plots = report_plots(experiment, facts, confirm_frame(experiment))
+    images = {plot.file: plot.png for plot in plots if plot.png is not None}
+    markdown = render(experiment, plots, facts)
+    title = f"Sweep report: {experiment.path.name}"
+    files: dict[str, str | bytes | None] = {
+        "report.md": markdown,
+        "report.tex": latex_document(title, paper_tables(experiment, facts)),
+        "report.html": html_document(title, markdown, images),
         "trials.csv": experiment.trials.to_csv(index=False),
         "best_config.yaml": best_config_text(experiment, out),
+        **{name: images.get(name) for name in PLOT_FILES},  # a plot not drawn now: removed
     }
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +254,7 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None) 
                 write_atomic(out / name, text)
             else:
                 (out / name).unlink(missing_ok=True)
+        keep_best_checkpoint(experiment, out)  # out/best_checkpoint/: the tuned best's files
     except OSError as exc:
         where = "--out" if out_dir else "report"
         raise InputError(f"{where}: cannot write {out} ({exc.strerror or exc})") from None
@@ -176,10 +267,10 @@ def best_config_text(experiment: Experiment, out: Path) -> str | None:
     config = best_config(experiment)
     if config is None:
         return None
-    best = next(row for row in experiment.test if row["role"] == "tuned best")
-    header = (
-        f"# Best configuration of {experiment.path.name}: trial {best['trial_id']}, "
-        f"epoch {best['epoch']}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
-        f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
+    best = next((row for row in experiment.test if row["role"] == "tuned best"), {})
+    header = confirmed_config_header(experiment) or (
+        f"# Best configuration of {experiment.path.name}: trial {best.get('trial_id')}, "
+        f"epoch {best.get('epoch')}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
     )
+    header += f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
     return header + yaml.safe_dump(config, sort_keys=False)

@@ -175,6 +175,8 @@ def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFr
             "retries": len((ledger.get(trial_id) or {}).get("recoveries", [])),
             "dir": trial_path.name,
         }
+        if trained_on(history):  # a column only for sweeps whose trials report it
+            row["device"] = trained_on(history)
         best = best_epoch(history, spec.objective) if not history.empty else None
         if best is not None:
             row.update({"best_epoch": int(best["training_iteration"])})
@@ -182,6 +184,15 @@ def _trial_rows(path: Path, spec: SweepSpec) -> tuple[list[dict], list[pd.DataFr
         row.update({f"config/{k}": v for k, v in params.items()})
         rows.append(row)
     return rows, histories
+
+
+def trained_on(history: pd.DataFrame) -> str:
+    """The devices a trial's epochs report (trainables/tune_edge.py: a GPU's name or "cpu"),
+    in order, each once ("Tesla T4", or two names when a retry moved it); "" for a sweep that
+    predates the `device` key."""
+    if "device" not in history:
+        return ""
+    return ", ".join(dict.fromkeys(str(d) for d in history["device"].dropna()))
 
 
 def _metric_names(spec: SweepSpec) -> tuple[str, ...]:

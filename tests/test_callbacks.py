@@ -315,20 +315,30 @@ def test_a_trial_retried_without_a_checkpoint_starts_from_epoch_zero(exp):
     assert recovery == {"failed_after": 0, "checkpoint_epoch": 0, "resumed_at": None}
 
 
-def test_a_resumed_driver_keeps_the_ledger_on_disk_and_its_staging_copy_current(exp, tmp_path):
+def test_a_resumed_driver_keeps_the_ledger_on_disk_and_drops_the_staging_copies(exp, tmp_path):
+    """Ray copied the experiment dir's .json files into its staging dir on resume and uploads
+    that dir back while trials run: its stale ledger and sweep.json must not be there."""
     (exp / STATUS_FILE).write_text(json.dumps({"old": {"dir": "trial_old", "status": "STOPPED"}}))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for name in (STATUS_FILE, "sweep.json", "experiment_state-x.json"):
+        (staging / name).write_text("{}")
+    callback = _ledger_callback(exp)
+    trial = FakeTrial("abc123", str(exp / "trial_abc123"), str(staging))
+    callback.on_step_begin(0, [])  # no trial yet: nothing to go by
+    callback.on_step_begin(1, [trial])
+    callback.on_trial_start(1, [trial], trial)
+    assert set(_ledger(exp)) == {"old", "abc123"} and _ledger(exp)["old"]["status"] == "STOPPED"
+    assert sorted(p.name for p in staging.iterdir()) == ["experiment_state-x.json"]  # Ray's own
+    assert sorted(p.name for p in exp.iterdir()) == [STATUS_FILE], "no temporary file left"
+
+
+def test_the_staging_dir_is_checked_once_per_driver_run(exp, tmp_path):
     staging = tmp_path / "staging"
     staging.mkdir()
     callback = _ledger_callback(exp)
     trial = FakeTrial("abc123", str(exp / "trial_abc123"), str(staging))
-    callback.on_trial_start(0, [], trial)
-    assert set(_ledger(exp)) == {"old", "abc123"} and _ledger(exp)["old"]["status"] == "STOPPED"
-    assert _ledger(staging) == _ledger(exp)
-    assert sorted(p.name for p in exp.iterdir()) == [STATUS_FILE], "no temporary file left"
-
-
-def test_a_staging_dir_that_is_gone_is_left_alone(exp, tmp_path):
-    callback = _ledger_callback(exp)
-    gone = tmp_path / "gone"
-    callback.on_trial_start(0, [], FakeTrial("abc123", str(exp / "trial_abc123"), str(gone)))
-    assert _ledger(exp)["abc123"]["status"] == "RUNNING" and not gone.exists()
+    callback.on_step_begin(1, [trial])
+    (staging / "sweep.json").write_text("{}")  # from here on the staging dir is Ray's business
+    callback.on_step_begin(2, [trial])
+    assert (staging / "sweep.json").exists()

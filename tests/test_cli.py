@@ -206,6 +206,12 @@ def test_an_address_without_a_cluster_fails_at_once(capsys, tmp_path, address, m
         ("--max-epochs", "0", "--max-epochs: must be >= 1, got 0"),
         ("--cpus-per-trial", "0", "--cpus-per-trial: must be > 0, got 0.0"),
         ("--gpus-per-trial", "-1", "--gpus-per-trial: must be >= 0, got -1.0"),
+        (
+            "--gpus-per-trial",
+            "2",
+            "--gpus-per-trial: every trainer trains on one GPU, so more per trial would sit "
+            "idle; use at most 1 (a fraction packs trials on a GPU), got 2",
+        ),
         ("--max-concurrent", "0", "--max-concurrent: must be >= 1, got 0"),
         ("--seed", "-1", "--seed: must be >= 0, got -1"),
     ],

@@ -80,6 +80,7 @@ def test_every_key_of_every_search_space_has_a_comment(space):
         (lambda r: r.update(metric="val_f1"), "metric: 'val_f1' is not reported"),
         (lambda r: r["scheduler"].update(grace_period=99), "grace_period: 99 > fixed.epochs"),
         (lambda r: r["resources"].update(gpu=1.5), "fractions must be <= 1"),
+        (lambda r: r["resources"].update(gpu=2), "resources.gpu: every trainer trains on one GPU"),
         (lambda r: r.pop("search"), "missing key 'search'"),
     ],
 )

@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import kornia.augmentation as K
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pydantic import Field
 from torch import nn
 
 from visiontune.data.imagefolder import ImageDataset
 from visiontune.params import StrictModel
+from visiontune.trainables.contract import InferenceModel
 from visiontune.trainables.session import (
     FULL_PRECISION,
     CheckpointedSession,
     Precision,
     SessionTask,
+    decoded_images,
     to_device,
+    upload,
 )
 
 DATA_FORMAT = "imagefolder"  # visiontune.data.load_dataset reads DIR/{train,val,test}/<class>/
@@ -236,6 +241,28 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Preprocess:
+    """Decoded images (see `session.decoded_images`) -> the model's input: the training images'
+    channels and size (resized as the ImageFolder loader resizes, PIL bilinear), scaled to
+    [0, 1] and normalised with the training split's statistics, on the model's device."""
+
+    def __init__(self, size: tuple[int, int], channels: int, normalize: Normalize) -> None:
+        self.size, self.channels, self.normalize = size, channels, normalize
+
+    def __call__(self, images: Any) -> torch.Tensor:
+        arrays = [_at_size(a, self.size) for a in decoded_images(images, self.channels)]
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return self.normalize(to_input(to_device(batch, self.normalize.mean.device)))
+
+
+def _at_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 H x W x C at `size` (height, width), as `imagefolder.load_imagefolder` resizes."""
+    if image.shape[:2] == size:
+        return image
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    return np.asarray(pil.resize(size[::-1], Image.BILINEAR)).reshape(*size, image.shape[2])
+
+
 class Session(CheckpointedSession):
     """One configuration's training state: model, optimizer, LR schedule, RNG, epoch counter.
 
@@ -254,8 +281,8 @@ class Session(CheckpointedSession):
         self.normalize = Normalize(data.mean, data.std).to(self.device)
         self.tensors = {  # the whole uint8 dataset stays on the device: no loader per batch
             name: (
-                to_device(torch.from_numpy(split.images.copy()), self.device),
-                to_device(torch.from_numpy(split.labels.copy()), self.device),
+                upload(torch.from_numpy(split.images.copy()), self.device),
+                upload(torch.from_numpy(split.labels.copy()), self.device),
             )
             for name, split in data.splits.items()
         }
@@ -294,6 +321,12 @@ class Session(CheckpointedSession):
     def evaluate(self, split: str) -> dict[str, float]:
         images, labels = self.tensors[split]
         return evaluate(self.model, images, labels, self.normalize, precision=self.precision)
+
+    def inference_model(self, data: ImageDataset) -> InferenceModel:
+        """The model in eval mode (logits; float32, `evaluate` autocasts on a GPU), its input
+        preparation and `data`'s class names."""
+        preprocess = Preprocess(data.image_size, data.channels, self.normalize)
+        return InferenceModel(self.model.eval(), preprocess, tuple(data.classes))
 
 
 def summarize(result: dict[str, float], split: str) -> dict[str, float]:

@@ -58,6 +58,24 @@ class TrainContext:
     at the epoch after it, and returns at once if that was the last."""
 
 
+@dataclass(frozen=True)
+class InferenceModel:
+    """A trained checkpoint ready to predict: `model(preprocess(images))`.
+
+    `preprocess` takes what `visiontune.data` decodes an image file into (a uint8 array, H x W
+    for grey, H x W x 3 RGB), a list of those, or a uint8 batch N x C x H x W as a decoded
+    dataset split holds it, and returns the model's input: the checkpoint's own size, channels
+    and pixel statistics, exactly as training and `evaluate_checkpoint` prepare images."""
+
+    model: Any
+    """In eval mode on its device. A classifier gives logits, N x len(classes); a detector one
+    dict per image: "boxes" (float32 n x 4, x1 y1 x2 y2 in pixels of the image as given),
+    "scores" (n,) and "labels" (int64 (n,), indices into `classes`)."""
+    preprocess: Callable[[Any], Any]
+    classes: tuple[str, ...]
+    """The class names, in the order of the model's outputs."""
+
+
 @runtime_checkable
 class Trainable(Protocol):
     """One kind of training run whose hyperparameters a sweep searches."""
@@ -91,4 +109,11 @@ class Trainable(Protocol):
         """Metrics of the checkpoint in `checkpoint_dir` on `split` of `data`, as
         `<split>_<metric>` numbers (None where undefined) plus task-specific detail such as
         `per_class`; JSON-ready. Runs on the GPU Ray assigned, or any GPU outside Ray."""
+        ...
+
+    def load_model(self, checkpoint_dir: Path, data: Any, device: str = "cpu") -> InferenceModel:
+        """The model of the checkpoint in `checkpoint_dir` (a directory an `on_epoch` was
+        given, or a copy of it), loaded the way `evaluate_checkpoint` loads it, ready for
+        inference on `device`. `data` is the dataset it was trained on: its classes, and the
+        image size and pixel statistics the model's input is prepared with, come from it."""
         ...

@@ -9,10 +9,19 @@ Ray's FailureConfig retries every exception as if the trial's worker had died (r
 configuration diverges again on each retry. It reports one last result instead
 (`contract.divergence_result`, the reason under `contract.DIVERGED`) and returns, so Ray ends it
 once; the sweep's own records call it ERROR with that reason.
+
+A trial that Ray gave a GPU which torch cannot use (trainables/device.py: GPUUnavailableError)
+ends the same way before it builds anything: the same kind of last result, its one-line reason
+(torch's CUDA build, the driver found, the node) under `contract.DIVERGED`. Retrying it would
+only meet the same driver again, and it must never train on the CPU instead.
+
+Every epoch's report also says which device trained it (`device`: the GPU's name, or "cpu"),
+for trials.csv and the report.
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +31,14 @@ from typing import Any
 import torch
 
 from visiontune.trainables.contract import Trainable, TrainContext, divergence_result
-from visiontune.trainables.device import pick_device, releasing_memory
+from visiontune.trainables.device import (
+    GPUUnavailableError,
+    assigned_device,
+    device_label,
+    releasing_memory,
+)
+
+DEVICE = "device"  # the reported key naming the device an epoch trained on
 
 
 def trial_cpus() -> int:
@@ -35,10 +51,11 @@ def trial_cpus() -> int:
 
 
 def trial_device() -> str:
-    """The device of this Ray worker's trial or task: CUDA only when Ray assigned it a GPU."""
+    """The device of this Ray worker's trial or task: CUDA only when Ray assigned it a GPU;
+    GPUUnavailableError when that GPU is unusable (trainables/device.py: pick_device)."""
     import ray
 
-    return pick_device(ray.get_gpu_ids(), torch.cuda.is_available())
+    return assigned_device(ray.get_gpu_ids())
 
 
 def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
@@ -46,6 +63,7 @@ def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
     train `config` on `data`, one `tune.report(metrics, checkpoint)` per epoch; a restored
     trial continues from its checkpoint's epoch; a diverged one reports why and ends (see the
     module docstring)."""
+    import ray
     from ray import tune
 
     from visiontune.sweep.compat import allow_slow_trial_exit
@@ -55,7 +73,12 @@ def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
     task = load_task(task) if isinstance(task, str) else task
     settings = task.build_config(config, "trial config")
     torch.set_num_threads(trial_cpus())
-    device = trial_device()
+    try:
+        device = trial_device()
+    except GPUUnavailableError as unusable:  # final: reported, never retried (module docstring)
+        tune.report(divergence_result(task.METRICS, unusable))
+        return
+    report = functools.partial(_report, device=device_label(device, ray.get_gpu_ids()))
     last: dict[str, Any] | None = None
     # The task's scratch files live in the trial's working directory while it runs; what
     # lasts is what it reports.
@@ -65,18 +88,19 @@ def run_trial(config: dict[str, Any], task: str | Trainable, data: Any) -> None:
         _restored(tune.get_checkpoint()) as restore,
     ):
         try:
-            task.train(settings, data, TrainContext(device, Path(workdir), _report, restore))
+            task.train(settings, data, TrainContext(device, Path(workdir), report, restore))
         except FloatingPointError as diverged:  # the traceback's frames go with the block
             last = divergence_result(task.METRICS, diverged)
     if last is not None:  # reported once the session's memory is released
         tune.report(last)
 
 
-def _report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+def _report(metrics: dict[str, float], checkpoint_dir: Path, device: str) -> None:
     from ray import tune
 
     # report() persists the checkpoint before it returns: the directory may go away after
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
+    tune.report({**metrics, DEVICE: device}, checkpoint=checkpoint)
 
 
 @contextmanager

@@ -30,7 +30,13 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from visiontune.layout import STATUS_FILE, current_experiment_dir
+from visiontune.layout import (
+    DATASET_FILE,
+    STATUS_FILE,
+    SUMMARY_FILE,
+    TEST_FILE,
+    current_experiment_dir,
+)
 from visiontune.spec import Distribution
 from visiontune.trainables.contract import diverged_reason
 
@@ -176,6 +182,9 @@ class TensorBoardCallback(Callback):
         self.writers.clear()
 
 
+DRIVER_FILES = (STATUS_FILE, SUMMARY_FILE, DATASET_FILE, TEST_FILE)  # written by the driver alone
+
+
 class TrialStatusCallback(Callback):
     """Keeps STATUS_FILE in the experiment dir: each trial's state, epochs, directory, error.
 
@@ -193,19 +202,30 @@ class TrialStatusCallback(Callback):
         # ledger on disk is the truth about every trial since.
         self.path = current_experiment_dir(self.path.parent) / STATUS_FILE
         self.status = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.staging_checked = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Once, before Ray's first upload of this run: drop the driver's files from Ray's
+        driver staging dir. A resumed sweep's staging dir starts with a copy of every .json in
+        the experiment dir (ray 2.60.0, `_ExperimentCheckpointManager.sync_down_experiment_state`),
+        and Ray uploads the whole staging dir back over the experiment dir while trials run
+        (a copy, in a background thread): stale copies of the ledger and of sweep.json would
+        revert what the driver wrote since."""
+        if self.staging_checked or not trials:
+            return
+        self.staging_checked = True
+        staging = Path(trials[0].local_experiment_path)
+        if staging.resolve() == self.path.parent.resolve():
+            return
+        for name in DRIVER_FILES:
+            (staging / name).unlink(missing_ok=True)
 
     def _update(self, trial: Any, **fields: Any) -> None:
         entry = self.status.setdefault(trial.trial_id, {"dir": Path(trial.path).name})
         entry.update(fields, updated=time.time())
-        text = json.dumps(self.status, indent=1, sort_keys=True)
-        # A resumed sweep's driver staging dir starts as a copy of the experiment dir, which Ray
-        # uploads back at the end: keep that copy current too, or it would revert the ledger.
-        staging = Path(trial.local_experiment_path) / STATUS_FILE
-        for path in {self.path, staging}:
-            if path.parent.is_dir():
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(text)
-                os.replace(tmp, path)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, status="RUNNING")

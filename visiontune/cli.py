@@ -1,9 +1,11 @@
-"""visiontune command line: tune, report, train, data make.
+"""visiontune command line: tune, report, compare, confirm, train, data make.
 
     visiontune tune search_spaces/classifier.yaml            # sweep, then print the report table
     visiontune report runs/classifier                        # report.md, trials.csv, best_config.yaml
     visiontune train search_spaces/classifier.yaml --config runs/classifier/report/best_config.yaml
     visiontune data make ir-solar-modules --out DIR
+    visiontune compare runs/tpe runs/random                  # compare.md, compare.csv, compare.png
+    visiontune confirm runs/classifier --top-k 3 --seeds 5   # confirm.json: every config x 5 seeds
 
 Bad input exits with code 2 and one line on stderr naming the file, key and value.
 """
@@ -54,10 +56,30 @@ def _parser() -> argparse.ArgumentParser:
                       "its files are checked first; a finished sweep is left as it is)")  # fmt: skip
     tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trainable parameter for every trial (repeatable)")  # fmt: skip
+    tune.add_argument("--verbose", action="store_true",
+                      help="print Ray Tune's own output too (trial tables, status, worker logs); "
+                      "it always goes to STORAGE/NAME/sweep.log")  # fmt: skip
 
     report = sub.add_parser("report", help="write report.md, trials.csv, best_config.yaml")
     report.add_argument("experiment", help="experiment directory STORAGE/NAME")
     report.add_argument("--out", help="output directory (default STORAGE/NAME/report)")
+
+    compare = sub.add_parser("compare", help="compare sweeps: best-so-far figure and table")
+    compare.add_argument("experiments", nargs="+", help="two or more experiments STORAGE/NAME")
+    compare.add_argument("--out", help="output directory (default ./compare-<UTC time>)")
+
+    confirm = sub.add_parser(
+        "confirm", help="re-train the seed and top-k configurations with several seeds, test each"
+    )
+    confirm.add_argument("experiment", help="a finished sweep STORAGE/NAME (a directory or URI)")
+    confirm.add_argument("--top-k", type=int, default=3,
+                         help="tuned configurations to confirm, best first (default 3)")  # fmt: skip
+    confirm.add_argument("--seeds", type=int, default=5,
+                         help="training seeds 0..S-1 per configuration (default 5, at least 2)")  # fmt: skip
+    confirm.add_argument("--address", help="attach to a running Ray cluster: auto or HOST:PORT "
+                         "(default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")  # fmt: skip
+    confirm.add_argument("--verbose", action="store_true", help="print Ray Tune's own output too "
+                         "(it always goes to STORAGE/NAME/confirm/sweep.log)")  # fmt: skip
 
     train = sub.add_parser("train", help="train one configuration without a search")
     train.add_argument("space", help="sweep spec YAML (its fixed settings and data)")
@@ -88,6 +110,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from visiontune.data import load_dataset
     from visiontune.storage import open_experiment
     from visiontune.sweep import check_address, keep_ray_on_loopback
+    from visiontune.sweep.compat import hide_checkpoint_lines
     from visiontune.sweep.driver import sweep_and_report, sweep_on_head
     from visiontune.trainables import load_task
 
@@ -108,6 +131,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         keep_ray_on_loopback()
     else:
         check_address(address)
+    if not args.verbose:
+        hide_checkpoint_lines()  # before Ray is imported
     experiment = open_experiment(args.storage, *_experiment_name(args, spec))
     experiment.check_writable()
     if args.resume:
@@ -125,9 +150,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
     try:
         if address and address.startswith("ray://"):
-            exp_dir, report, table = sweep_on_head(address, spec, data, experiment, args.resume)
+            exp_dir, report, table = sweep_on_head(
+                address, spec, data, experiment, args.resume, args.verbose
+            )
         else:
-            exp_dir, report, table = sweep_and_report(spec, data, experiment, address, args.resume)
+            exp_dir, report, table = sweep_and_report(
+                spec, data, experiment, address, args.resume, args.verbose
+            )
     except SweepInterrupted as stop:
         print(
             f"\nSweep interrupted ({stop}); its state is saved in {experiment.location}.\n"
@@ -218,6 +247,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from visiontune.analysis.compare import compare_command
+
+    out = compare_command(args.experiments, args.out)
+    print((out / "compare.md").read_text())
+    print(f"Written: {out}/compare.md, compare.csv, compare.png")
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from visiontune.sweep import check_address, keep_ray_on_loopback
+    from visiontune.sweep.compat import hide_checkpoint_lines
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        keep_ray_on_loopback()
+    if not args.verbose:
+        hide_checkpoint_lines()  # before Ray is imported
+    from visiontune.confirm import check_request, confirm_command
+
+    check_request(args.top_k, args.seeds)
+    if address and not address.startswith("ray://"):
+        check_address(address)
+    return confirm_command(args.experiment, args.top_k, args.seeds, address, args.verbose)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from visiontune.data import make_embedded
 
@@ -233,7 +288,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_command(args)
 
 
-COMMANDS = {"tune": cmd_tune, "report": cmd_report, "train": cmd_train, "data": cmd_data}
+COMMANDS = {
+    "tune": cmd_tune,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "confirm": cmd_confirm,
+    "train": cmd_train,
+    "data": cmd_data,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,11 @@ STUDY_FILE = "optuna.db"  # the Optuna study (SQLite)
 STATUS_FILE = "trial_status.json"  # per-trial state: RUNNING, TERMINATED, STOPPED (early), ERROR
 TEST_FILE = "test_results.json"  # test-split evaluation of the seed and tuned-best checkpoints
 SUMMARY_FILE = "sweep.json"  # size, wall time, slots, resources of the sweep
+SWEEP_LOG = "sweep.log"  # the console's lines, Ray's driver and worker output (appended)
 REPORT_DIR = "report"  # default output of `visiontune report`
+CONFIRM_DIR = "confirm"  # `visiontune confirm`: its Ray experiment (runs, checkpoints, TensorBoard)
+CONFIRM_PLAN_FILE = "plan.json"  # in CONFIRM_DIR: the runs a confirmation trains (its resume checks it)
+CONFIRM_FILE = "confirm.json"  # one row per confirmation run: role, trial, seed, val and test metrics
 EXPERIMENT_DIR_ENV = "VISIONTUNE_EXPERIMENT_DIR"  # set by the driver for its Tune callbacks
 
 

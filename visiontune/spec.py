@@ -217,6 +217,11 @@ def validate(raw: dict[str, Any], where: str) -> SweepSpec:
     source = _data_source(data.source, task.DATA_FORMAT, top.task, where)
     raw["data"] = {**top.data, "source": source}  # the saved spec names the same data anywhere
     resources = top.resources or Resources()
+    if resources.gpu > 1:  # named by --gpus-per-trial when the flag set it (cli.load_tune_spec)
+        raise InputError(
+            f"{where}: resources.gpu: every trainer trains on one GPU, so more per trial would "
+            f"sit idle; use at most 1 (a fraction packs trials on a GPU), got {resources.gpu:g}"
+        )
     return SweepSpec(
         path=Path(where),
         task=top.task,

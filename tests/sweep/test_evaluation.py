@@ -4,13 +4,16 @@ or diverged trial's."""
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from support import FIXTURES
 
 from visiontune.spec import load_spec
-from visiontune.sweep.evaluation import checkpoints_to_test
+from visiontune.sweep.evaluation import checkpoints_to_test, trial_sized_task
 from visiontune.trainables.contract import divergence_result
 
 SPEC = load_spec(FIXTURES / "diverging.yaml")  # seeds: sane (lr 1e-3), diverging (lr 1e10)
@@ -64,3 +67,28 @@ def test_an_errored_trial_is_never_tested():
         "sane",
         "sane",
     ]
+
+
+def _worker_pid() -> int:
+    return os.getpid()
+
+
+@pytest.mark.ray  # a local Ray node
+def test_a_test_split_evaluation_holding_a_gpu_gets_a_fresh_worker_each_time():
+    """max_calls=1, which Ray sets only for GPUs declared in @ray.remote: GPUs given through
+    .options() (a trial's resources) would keep one worker, and its CUDA context, across tasks."""
+    import ray
+
+    # the task lives in this test module, which Ray's workers cannot import by name
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False)
+    try:
+        on_gpu = trial_sized_task(_worker_pid, 1, 1)
+        gpu_pids = [ray.get(on_gpu.remote()) for _ in range(2)]
+        on_cpu = trial_sized_task(_worker_pid, 1, 0)
+        cpu_pids = [ray.get(on_cpu.remote()) for _ in range(2)]
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert gpu_pids[0] != gpu_pids[1]
+    assert cpu_pids[0] == cpu_pids[1]  # CPU evaluations reuse their worker (no torch re-import)

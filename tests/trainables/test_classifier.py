@@ -266,7 +266,9 @@ def test_amp_changes_nothing_on_the_cpu(data: ImageDataset) -> None:
         assert torch.equal(value, expected[key]), key
 
 
-def test_evaluate_checkpoint_reports_split_loss_and_accuracy(data: ImageDataset, tmp_path) -> None:
+def test_evaluate_checkpoint_reports_split_loss_and_accuracy(
+    data: ImageDataset, tmp_path, on_the_cpu: None
+) -> None:
     session = Session(Config(**TINY), data)
     session.save(tmp_path / CHECKPOINT_FILE)
     result = TASK.evaluate_checkpoint(tmp_path, data, "test")

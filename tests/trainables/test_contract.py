@@ -186,7 +186,7 @@ def test_a_loss_that_becomes_nan_or_inf_raises_floating_point_error(
 
 @pytest.mark.slow  # trains every task for real
 def test_evaluate_checkpoint_gives_split_prefixed_numbers_that_are_json_ready(
-    task: Trainable, data: Any, straight: Trained
+    task: Trainable, data: Any, straight: Trained, on_the_cpu: None
 ) -> None:
     result = task.evaluate_checkpoint(straight.checkpoints[-1], data, "test")
     numbers = {k: v for k, v in result.items() if k != "per_class"}
@@ -200,7 +200,7 @@ def test_evaluate_checkpoint_gives_split_prefixed_numbers_that_are_json_ready(
 
 @pytest.mark.slow  # trains every task for real
 def test_evaluating_the_same_checkpoint_twice_gives_the_same_numbers(
-    task: Trainable, data: Any, straight: Trained
+    task: Trainable, data: Any, straight: Trained, on_the_cpu: None
 ) -> None:
     first = task.evaluate_checkpoint(straight.checkpoints[0], data, "val")
     assert task.evaluate_checkpoint(straight.checkpoints[0], data, "val") == first

@@ -24,8 +24,12 @@ from visiontune.trainables.faster_rcnn import METRICS, TASK, Config, Session
 from visiontune.trainables.faster_rcnn.augment import Augmentation, hflip, scale_jitter
 from visiontune.trainables.faster_rcnn.data import prepare_split, to_target
 from visiontune.trainables.faster_rcnn.engine import LOSSES, compute_map, train_one_epoch
-from visiontune.trainables.faster_rcnn.model import build_model, build_optimizer
-from visiontune.trainables.session import CHECKPOINT_FILE
+from visiontune.trainables.faster_rcnn.model import (
+    autocast_backbone,
+    build_model,
+    build_optimizer,
+)
+from visiontune.trainables.session import CHECKPOINT_FILE, FULL_PRECISION, Precision
 
 NAMES = ("hot", "warm", "rare")  # "rare" has boxes in train only: absent from val and test
 SIZE = 64
@@ -429,7 +433,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_full_state(
 
 @pytest.mark.slow  # trains Faster R-CNN
 def test_load_session_and_evaluate_checkpoint_rebuild_the_saved_run(
-    data: DetectionDataset, tmp_path
+    data: DetectionDataset, tmp_path, on_the_cpu: None
 ) -> None:
     config = Config(**TINY, seed=7)
     session = Session(config, data)
@@ -515,7 +519,7 @@ def test_on_a_gpu_training_uses_float16_with_a_scaler_that_the_checkpoint_keeps(
     data: DetectionDataset, tmp_path
 ) -> None:
     session = Session(Config(**TINY), data, "cuda")
-    assert session.precision.dtype == torch.float16  # never bfloat16: box coordinates
+    assert session.precision.dtype == torch.float16  # as torchvision's reference, backbone only
     assert session.precision.scaler.is_enabled()
     assert session.tensors["train"].images.is_cuda
     assert not session.tensors["train"].boxes[0].is_cuda  # moved per batch
@@ -527,3 +531,52 @@ def test_on_a_gpu_training_uses_float16_with_a_scaler_that_the_checkpoint_keeps(
     resumed = TASK.load_session(tmp_path, data, "cuda")
     assert resumed.precision.scaler.state_dict() == session.precision.scaler.state_dict()
     assert set(resumed.evaluate("test")) == {"map", "map50", "ar100", "per_class_ap"}
+
+
+# --- mixed precision: the backbone only ----------------------------------------------------
+
+
+def test_mixed_precision_runs_the_backbone_only_and_decodes_boxes_in_float32(
+    data: DetectionDataset,
+) -> None:
+    """bfloat16 CPU autocast stands in for a GPU's float16: the backbone computes in it, and
+    the anchors, both heads and the detections stay float32."""
+    torch.manual_seed(0)
+    model = build_model(Config(**TINY), len(NAMES), (SIZE, SIZE)).eval()
+    keys = set(model.state_dict())
+    precision = Precision(torch.bfloat16, torch.amp.GradScaler("cpu", enabled=False), "cpu")
+    autocast_backbone(model, precision)
+    assert set(model.state_dict()) == keys  # checkpoints stay interchangeable
+    dtypes: dict[str, Any] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            while not isinstance(output, torch.Tensor):  # the first tensor of lists and dicts
+                output = next(iter(output.values() if isinstance(output, dict) else output))
+            dtypes[name] = output.dtype
+
+        return hook
+
+    model.backbone.body.register_forward_hook(record("backbone body"))
+    model.rpn.anchor_generator.register_forward_hook(record("anchors"))
+    model.rpn.head.register_forward_hook(record("rpn head"))
+    model.roi_heads.box_head.register_forward_hook(record("box head"))
+    model.roi_heads.box_predictor.register_forward_hook(record("box predictor"))
+    images = prepare_split(data.splits["val"], (SIZE, SIZE)).images[:2]
+    with torch.no_grad():
+        detections = model([image.float() / 255 for image in images])
+    assert dtypes == {
+        "backbone body": torch.bfloat16,
+        "anchors": torch.float32,
+        "rpn head": torch.float32,
+        "box head": torch.float32,
+        "box predictor": torch.float32,
+    }
+    assert all(d["boxes"].dtype == d["scores"].dtype == torch.float32 for d in detections)
+
+
+def test_in_float32_the_backbone_is_left_as_it_is(data: DetectionDataset) -> None:
+    model = build_model(Config(**TINY), len(NAMES), (SIZE, SIZE))
+    forward = model.backbone.forward
+    autocast_backbone(model, FULL_PRECISION)
+    assert model.backbone.forward == forward

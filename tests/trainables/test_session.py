@@ -13,7 +13,10 @@ from visiontune.trainables.session import (
     FULL_PRECISION,
     CheckpointedSession,
     Precision,
+    read_checkpoint,
+    saved_cuda_rng,
     to_device,
+    upload,
 )
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -150,3 +153,80 @@ def test_an_empty_scaler_state_leaves_an_enabled_scaler_as_it_was(tmp_path) -> N
     _enable_scaler(session, init_scale=512.0)
     session.load(tmp_path / "float32.pt")  # an enabled GradScaler would refuse {} itself
     assert session.precision.scaler.get_scale() == 512.0
+
+
+def _optimizer_tensors(session: TinySession, key: str) -> list[torch.Tensor]:
+    return [state[key] for state in session.optimizer.state.values()]
+
+
+def test_a_checkpoint_loads_through_host_memory_and_adams_step_stays_on_the_cpu(tmp_path) -> None:
+    session = TinySession(TinyConfig())
+    session.train_epoch()
+    session.save(tmp_path / "state.pt")
+    state = read_checkpoint(tmp_path / "state.pt")
+    tensors = [state["model"][k] for k in state["model"]] + [state["rng"]["torch"]]
+    assert all(t.device.type == "cpu" for t in tensors)
+    resumed = TinySession(TinyConfig())
+    resumed.load(tmp_path / "state.pt")
+    steps = _optimizer_tensors(resumed, "step")
+    assert steps and all(step.device.type == "cpu" and int(step) == 4 for step in steps)
+    assert all(m.device == resumed.device for m in _optimizer_tensors(resumed, "exp_avg"))
+
+
+@cuda
+def test_on_a_gpu_a_checkpoint_loads_with_adams_step_on_the_cpu_and_its_moments_on_the_gpu(
+    tmp_path,
+) -> None:
+    session = TinySession(TinyConfig(), "cuda")
+    session.train_epoch()
+    session.save(tmp_path / "state.pt")
+    resumed = TinySession(TinyConfig(), "cuda")
+    resumed.load(tmp_path / "state.pt")
+    assert all(step.device.type == "cpu" for step in _optimizer_tensors(resumed, "step"))
+    assert all(m.is_cuda for m in _optimizer_tensors(resumed, "exp_avg"))
+    resumed.train_epoch()  # Adam steps with that state
+
+
+def test_the_checkpoint_holds_at_most_the_cuda_rng_of_its_own_device(tmp_path) -> None:
+    assert TinySession(TinyConfig()).state_dict()["rng"]["cuda"] == []  # CPU: CUDA untouched
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(3)]
+    # a checkpoint written before: one state per GPU its process saw; the first is its own
+    assert torch.equal(saved_cuda_rng({"cuda": states}), states[0])
+    assert torch.equal(saved_cuda_rng({"cuda": states[:1]}), states[0])
+    assert saved_cuda_rng({"cuda": []}) is None and saved_cuda_rng({}) is None
+
+
+def test_a_cpu_session_ignores_the_cuda_rng_states_of_a_gpu_checkpoint(tmp_path) -> None:
+    session = TinySession(TinyConfig())
+    state = session.state_dict()
+    state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 4  # 4 GPUs saw it
+    torch.save(state, tmp_path / "state.pt")
+    resumed = TinySession(TinyConfig())
+    resumed.load(tmp_path / "state.pt")
+    assert resumed.epoch == session.epoch
+
+
+@cuda
+def test_on_a_gpu_the_checkpoint_restores_its_own_devices_rng_from_an_older_list(tmp_path) -> None:
+    session = TinySession(TinyConfig(), "cuda")
+    (own,) = session.state_dict()["rng"]["cuda"]
+    assert torch.equal(own, torch.cuda.get_rng_state())
+    state = session.state_dict()
+    state["rng"]["cuda"] = [own] + [torch.cuda.get_rng_state()] * 7  # saved where 8 were visible
+    torch.save(state, tmp_path / "state.pt")
+    torch.cuda.manual_seed(123)
+    TinySession(TinyConfig(), "cuda").load(tmp_path / "state.pt")  # no IndexError
+    assert torch.equal(torch.cuda.get_rng_state(), own)
+
+
+def test_a_whole_split_is_uploaded_without_pinning() -> None:
+    tensor = torch.arange(12, dtype=torch.uint8)
+    assert torch.equal(upload(tensor, torch.device("cpu")), tensor)
+
+
+@cuda
+def test_on_a_gpu_uploading_a_split_leaves_no_pinned_host_memory_behind() -> None:
+    before = torch.cuda.host_memory_stats().get("allocated_bytes.current", 0)
+    uploaded = upload(torch.zeros(8 << 20, dtype=torch.uint8), torch.device("cuda"))
+    assert uploaded.is_cuda
+    assert torch.cuda.host_memory_stats().get("allocated_bytes.current", 0) - before < 8 << 20

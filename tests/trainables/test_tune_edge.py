@@ -1,5 +1,7 @@
 """Tests for the Ray edge of the trainables (trainables/tune_edge.py, trainables/device.py): which
-device and how many threads a trial gets, that a trial's session is freed when the trial ends,
+device and how many threads a trial gets, that a trial Ray gave a GPU torch cannot use ends at once
+with one line saying why (never on the CPU, never retried), that a trial's session is freed when
+the trial ends,
 however it ends, and that `run_trial` drives every task through a real local Ray Tune. The memory
 tests run with Python's automatic garbage collection off, so that only the collection under test
 can free a reference cycle."""
@@ -10,12 +12,14 @@ import gc
 import json
 import math
 import os
+import socket
 import sys
 import traceback
 import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,9 +28,23 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from visiontune.sweep.ledger import reconcile_ledger
 from visiontune.trainables import TASKS, load_task
+from visiontune.trainables import device as device_module
 from visiontune.trainables.contract import diverged_reason
-from visiontune.trainables.device import local_device, pick_device, releasing_memory
+from visiontune.trainables.cuda_versions import MIN_DRIVER
+from visiontune.trainables.device import (
+    ALLOW_FAKE_GPUS,
+    GPUUnavailableError,
+    arch_supported,
+    cuda_index,
+    device_label,
+    local_device,
+    nvidia_driver_version,
+    pick_device,
+    releasing_memory,
+    ultralytics_device,
+)
 from visiontune.trainables.session import CheckpointedSession, Precision, SessionTask, to_device
 from visiontune.trainables.tune_edge import run_trial
 
@@ -100,14 +118,95 @@ def _stop(session: ProbeSession) -> None:
 
 def test_a_gpu_is_used_only_when_ray_assigned_one() -> None:
     assert pick_device([], cuda_available=True) == "cpu"  # gpu=0 trial on a GPU node
-    assert pick_device([0], cuda_available=True) == "cuda"
-    assert pick_device(["1"], cuda_available=True) == "cuda"  # CUDA_VISIBLE_DEVICES=1: cuda:0
     assert pick_device([], cuda_available=False) == "cpu"
+    # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU: CUDA calls it device 0
+    assert pick_device([0], cuda_available=True, visible="0") == "cuda"
+    assert pick_device(["1"], cuda_available=True, visible="1") == "cuda"
 
 
-def test_an_assigned_gpu_that_torch_cannot_see_falls_back_to_the_cpu_with_a_warning() -> None:
-    with pytest.warns(RuntimeWarning, match=r"assigned GPU\(s\) \[0\].*no CUDA device"):
-        assert pick_device([0], cuda_available=False) == "cpu"
+def test_with_every_gpu_visible_the_assigned_id_is_the_cuda_index() -> None:
+    # RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1: Ray leaves CUDA_VISIBLE_DEVICES unset
+    assert pick_device(["1"], cuda_available=True, visible=None) == "cuda:1"
+    assert pick_device(["0"], cuda_available=True, visible=None) == "cuda"
+    # ... or as the node was started: the id's place in that list
+    assert pick_device(["3"], cuda_available=True, visible="2,3") == "cuda:1"
+    assert cuda_index(["GPU-8f2a"], "GPU-1c3d,GPU-8f2a") == 1
+
+
+@pytest.fixture
+def no_fake_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_FAKE_GPUS, raising=False)
+
+
+def test_an_assigned_gpu_torch_cannot_use_is_one_line_naming_cuda_driver_and_node(
+    no_fake_gpus: None,
+) -> None:
+    driver = "NVIDIA driver 460.32.03 (from /proc/driver/nvidia/version)"
+    with pytest.raises(GPUUnavailableError) as raised:
+        pick_device([0], cuda_available=False, node="ip-10-0-1-5 (10.0.1.5)", problem=driver)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("Ray assigned GPU 0 to this process on node ip-10-0-1-5 (10.0.1.5)")
+    assert driver in message and ALLOW_FAKE_GPUS in message
+    if torch.version.cuda is None:
+        assert f"torch {torch.__version__} is a CPU-only build" in message
+    else:
+        wanted = MIN_DRIVER[torch.version.cuda]
+        assert f"(CUDA {torch.version.cuda}, needs NVIDIA driver >= {wanted})" in message
+
+
+def test_without_a_named_problem_the_message_names_the_driver_found_here(
+    no_fake_gpus: None,
+) -> None:
+    with pytest.raises(GPUUnavailableError) as raised:
+        pick_device(["2"], cuda_available=False)
+    message = str(raised.value)
+    assert f"on node {socket.gethostname()}" in message
+    found = nvidia_driver_version()
+    assert (f"NVIDIA driver {found[0]}" if found else "no NVIDIA driver visible") in message
+
+
+def test_a_test_cluster_with_declared_gpus_may_train_on_the_cpu_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ALLOW_FAKE_GPUS, "1")
+    with pytest.warns(RuntimeWarning, match=rf"Ray assigned GPU 0 .*{ALLOW_FAKE_GPUS}=1"):
+        assert pick_device([0], cuda_available=False, node="fake") == "cpu"
+    assert device_label("cpu", [0]) == f"cpu (Ray GPU 0 unusable, {ALLOW_FAKE_GPUS}=1)"
+    assert device_label("cpu") == "cpu"
+
+
+def test_the_driver_version_is_read_from_the_kernel_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version_file = tmp_path / "version"
+    version_file.write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  "
+        "(dvs-builder@U16-I3-D08-1-2)  Sun Jul 27 06:54:38 UTC 2025\n"
+        "GCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n"
+    )
+    monkeypatch.setattr(device_module, "DRIVER_FILE", version_file)
+    assert nvidia_driver_version() == ("580.65.06", str(version_file))
+    monkeypatch.setattr(device_module, "DRIVER_FILE", tmp_path / "absent")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi either
+    assert nvidia_driver_version() is None
+
+
+def test_a_gpu_older_than_the_builds_oldest_architecture_is_not_usable() -> None:
+    cu130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # torch 2.14.1+cu130
+    assert not arch_supported((7, 0), cu130)  # V100
+    assert arch_supported((7, 5), cu130)  # T4
+    assert arch_supported((8, 9), cu130)  # L4: sm_86 machine code runs on 8.9
+    assert arch_supported((12, 0), cu130)
+    assert arch_supported((9, 0), ["sm_80", "compute_80"])  # PTX compiles for newer GPUs
+    assert not arch_supported((9, 0), ["sm_80"])
+    assert arch_supported((9, 0), ["sm_90a"])
+
+
+def test_ultralytics_names_the_cuda_device_by_its_index() -> None:
+    assert ultralytics_device("cpu") == "cpu"
+    assert ultralytics_device("cuda") == "0"
+    assert ultralytics_device("cuda:2") == "2"
 
 
 def test_outside_ray_the_local_device_is_whatever_torch_sees() -> None:
@@ -172,7 +271,14 @@ CASES = [  # trials run one at a time; Ray's node has 2 CPUs and 1 GPU slot
     {"name": "half-cpu", "resources": {"cpu": 0.5, "gpu": 0}, "session": {}},
     {"name": "half-cpu-diverges", "resources": {"cpu": 0.5, "gpu": 0}, "session": {"fail_at": 2}},
     {"name": "two-cpus", "resources": {"cpu": 2, "gpu": 0}, "session": {}},
-    {"name": "gpu", "resources": {"cpu": 1, "gpu": 1}, "session": {}},
+    # on a CPU machine the GPU slot is declared only: allowed as a test cluster's, or not
+    {
+        "name": "gpu",
+        "resources": {"cpu": 1, "gpu": 1},
+        "session": {},
+        "env": {ALLOW_FAKE_GPUS: "1"},
+    },
+    {"name": "gpu-unusable", "resources": {"cpu": 1, "gpu": 1}, "session": {}},
 ]
 
 
@@ -208,18 +314,24 @@ def _probe_trial(config: dict[str, Any]) -> None:
     device, threads and GPU ids, how run_trial ended, and whether the model was freed."""
     case = config["case"]
     seen: dict[str, Any] = {}
+    env = case.get("env", {})
+    os.environ.update(env)  # read when run_trial picks the device; the worker is reused after
     gc.collect()
     gc.disable()  # only run_trial's own collection may free the session's cycle
     outcome = "finished"
     try:
         run_trial(case["session"], PROBE_TASK, seen)
-    except FloatingPointError:
-        outcome = "raised"
+    except BaseException as error:
+        outcome = f"raised {type(error).__name__}"
+        raise
     finally:
-        model = seen.pop("model")
-        record = {**seen, "outcome": outcome, "model_freed": model() is None}
+        model = seen.pop("model", None)  # None: no session was built
+        record = {**seen, "outcome": outcome, "model_freed": model is None or model() is None}
         gc.enable()
-        Path(config["out"], f"{case['name']}.json").write_text(json.dumps(record))
+        for name in env:
+            os.environ.pop(name, None)
+        with Path(config["out"], f"{case['name']}.jsonl").open("a") as attempts:
+            attempts.write(json.dumps(record) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -246,16 +358,26 @@ def probed(ray_node: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         tune.with_resources(_probe_trial, lambda config: config["case"]["resources"]),
         param_space={"case": tune.grid_search(CASES), "out": str(out)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
-        run_config=tune.RunConfig(storage_path=str(out / "ray"), name="probe"),
+        run_config=tune.RunConfig(
+            storage_path=str(out / "ray"),
+            name="probe",
+            failure_config=tune.FailureConfig(max_failures=2),  # a raised trial would run again
+        ),
     )
     results = tuner.fit()
     assert results.errors == []
     records = {}
     for result in results:
         name = result.config["case"]["name"]
-        record = json.loads((out / f"{name}.json").read_text())
+        attempts = (out / f"{name}.jsonl").read_text().splitlines()
+        record = json.loads(attempts[-1])
         rows = result.metrics_dataframe
-        records[name] = {**record, "reports": rows.to_dict("records"), "last": result.metrics}
+        records[name] = {
+            **record,
+            "attempts": len(attempts),
+            "reports": rows.to_dict("records"),
+            "last": result.metrics,
+        }
     return records
 
 
@@ -270,9 +392,51 @@ def test_trial_threads_are_its_cpu_share_rounded_down_to_at_least_one(probed) ->
 def test_a_trial_without_a_gpu_trains_on_the_cpu_on_a_node_with_one(probed) -> None:
     for name in ("half-cpu", "half-cpu-diverges", "two-cpus"):
         assert probed[name]["gpu_ids"] == [] and probed[name]["device"] == "cpu", name
-    assert probed["gpu"]["gpu_ids"] == ["0"]
-    # a declared-only GPU slot (no CUDA here) falls back to the CPU
+    assert len(probed["gpu"]["gpu_ids"]) == 1  # whichever GPU Ray picked (not always "0")
+    # Ray set CUDA_VISIBLE_DEVICES to it: CUDA's device 0; a declared-only slot (no CUDA here)
+    # trains on the CPU only because the case allows fake GPUs
     assert probed["gpu"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.ray  # a local Ray node (ray_node)
+def test_every_epoch_reports_the_device_it_trained_on(probed) -> None:
+    for name in ("half-cpu", "two-cpus"):
+        assert {row["device"] for row in probed[name]["reports"]} == {"cpu"}, name
+    gpu = {row["device"] for row in probed["gpu"]["reports"]}
+    if torch.cuda.is_available():
+        assert gpu == {torch.cuda.get_device_name(0)}
+    else:
+        (label,) = gpu
+        assert label.startswith("cpu (Ray GPU ") and ALLOW_FAKE_GPUS in label
+
+
+@pytest.mark.ray  # a local Ray node (ray_node)
+def test_a_trial_on_a_gpu_torch_cannot_use_ends_once_as_an_error_naming_cuda_driver_and_node(
+    probed,
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("the GPU slot is real here: the trial uses it")
+    unusable = probed["gpu-unusable"]
+    assert unusable["attempts"] == 1 and unusable["outcome"] == "finished"  # not retried
+    assert "device" not in unusable  # no session was built: nothing trained on the CPU
+    (report,) = unusable["reports"]
+    reason = diverged_reason(report)
+    assert reason is not None and "\n" not in reason
+    assert reason.startswith(f"GPUUnavailableError: Ray assigned GPU {unusable_gpu(probed)} ")
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+    assert build in reason and f"on node {socket.gethostname()} (" in reason
+    assert "NVIDIA driver" in reason  # the one found, or "no NVIDIA driver visible"
+    assert math.isnan(report["loss"])
+    # the sweep's records read it as the trial's ERROR with that reason
+    trial = SimpleNamespace(metrics=unusable["last"], path="/exp/trial_t", error=None)
+    ledger = {"t": {"dir": "trial_t", "status": "RUNNING", "epochs": 0}}
+    entry = reconcile_ledger(ledger, {"t": trial}, epochs=2)["t"]
+    assert entry["status"] == "ERROR" and entry["error"] == reason
+
+
+def unusable_gpu(probed: dict[str, dict]) -> str:
+    """The GPU id Ray gave the trials with a GPU slot (one slot: the same for both)."""
+    return probed["gpu"]["gpu_ids"][0]
 
 
 @pytest.mark.ray  # a local Ray node (ray_node)
@@ -281,6 +445,7 @@ def test_run_trial_frees_the_session_when_the_trial_ends(probed) -> None:
     assert {name: record["outcome"] for name, record in probed.items()} == dict.fromkeys(
         probed, "finished"
     )
+    assert {name: record["attempts"] for name, record in probed.items()} == dict.fromkeys(probed, 1)
     assert {name: record["model_freed"] for name, record in probed.items()} == dict.fromkeys(
         probed, True
     )
@@ -296,15 +461,25 @@ def test_a_diverged_trial_reports_why_once_and_ends_without_an_error(probed) -> 
     assert diverged_reason(diverged) == reason and diverged["training_iteration"] == 2
     last = probed["half-cpu-diverges"]["last"]
     assert diverged_reason(last) == reason and math.isnan(last["loss"]) and "epoch" not in last
-    assert all(diverged_reason(r["last"]) is None for n, r in probed.items() if "diverges" not in n)
+    ended_early = ("half-cpu-diverges", "gpu-unusable")
+    assert all(
+        diverged_reason(r["last"]) is None for n, r in probed.items() if n not in ended_early
+    )
 
 
-def _local_device_in_a_task() -> dict[str, Any]:
+def _local_device_in_a_task(allow_fake_gpus: bool = False) -> dict[str, Any]:
     import ray
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        device = local_device()
+    if allow_fake_gpus:
+        os.environ[ALLOW_FAKE_GPUS] = "1"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            device = local_device()
+    except GPUUnavailableError as error:
+        device = f"error: {error}"
+    finally:
+        os.environ.pop(ALLOW_FAKE_GPUS, None)  # the worker runs the next task too
     return {
         "device": device,
         "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
@@ -318,16 +493,23 @@ def test_in_a_ray_task_the_local_device_follows_the_tasks_gpus(ray_node: None) -
     import ray
 
     task = ray.remote(_local_device_in_a_task)
-    without, with_gpu = ray.get(
-        [task.options(num_gpus=0).remote(), task.options(num_gpus=1).remote()]
+    without, with_gpu, allowed = ray.get(
+        [
+            task.options(num_gpus=0).remote(),
+            task.options(num_gpus=1).remote(),
+            task.options(num_gpus=1).remote(allow_fake_gpus=True),
+        ]
     )
     assert without["gpu_ids"] == [] and without["device"] == "cpu"
-    assert with_gpu["gpu_ids"] == ["0"]
+    assert len(with_gpu["gpu_ids"]) == 1
     if torch.cuda.is_available():
-        assert with_gpu["device"] == "cuda"
-    else:  # only Ray's assignment, not torch, could have produced this warning
-        assert with_gpu["device"] == "cpu"
-        assert any("assigned GPU(s)" in message for message in with_gpu["warnings"])
+        assert with_gpu["device"] == allowed["device"] == "cuda"
+        return
+    # only Ray's assignment, not torch, could have produced these
+    gpu = with_gpu["gpu_ids"][0]
+    assert with_gpu["device"].startswith(f"error: Ray assigned GPU {gpu} to this process")
+    assert allowed["device"] == "cpu"
+    assert any(f"{ALLOW_FAKE_GPUS}=1: using the CPU" in message for message in allowed["warnings"])
 
 
 # --- every task through run_trial in Ray Tune ----------------------------------------------

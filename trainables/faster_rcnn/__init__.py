@@ -45,9 +45,9 @@ at finest_stride 4). Val mAP after 10 epochs: 0.18 with the defaults, 0.22 at lr
 Reported losses are torchvision's training losses (mean over the epoch's images, augmentation
 on); `map`, `map50`, `ar100` are COCO metrics on the val split as fractions in [0, 1].
 
-On a GPU (a trial with `resources.gpu`), training and evaluation run under float16 autocast with
-loss scaling (`amp: false` keeps float32; `Session.__init__` says why not bfloat16). The CPU path
-is float32 either way.
+On a GPU (a trial with `resources.gpu`), the backbone runs under float16 autocast with loss
+scaling, the RPN, box head, box decoding and NMS in float32 (`model.autocast_backbone`; `amp:
+false` keeps float32 throughout). The CPU path is float32 either way.
 
 The package, one job per module (as torchvision's references/detection): `model` builds the
 detector and its optimiser, `augment` the training-time augmentation, `data` turns a decoded split
@@ -66,11 +66,30 @@ from pydantic import Field, model_validator
 
 from visiontune.data.detection import DetectionDataset
 from visiontune.params import StrictModel
+from visiontune.trainables.contract import InferenceModel
 from visiontune.trainables.faster_rcnn.augment import build_augmentation
-from visiontune.trainables.faster_rcnn.data import DetectionTensors, pixel_stats, prepare_split
+from visiontune.trainables.faster_rcnn.data import (
+    DetectionTensors,
+    pixel_stats,
+    prepare_split,
+    to_float,
+    to_model_input,
+)
 from visiontune.trainables.faster_rcnn.engine import evaluate, train_one_epoch
-from visiontune.trainables.faster_rcnn.model import STAGE_STRIDES, build_model, build_optimizer
-from visiontune.trainables.session import CheckpointedSession, Precision, SessionTask, to_device
+from visiontune.trainables.faster_rcnn.model import (
+    STAGE_STRIDES,
+    ClassIndexDetector,
+    autocast_backbone,
+    build_model,
+    build_optimizer,
+)
+from visiontune.trainables.session import (
+    CheckpointedSession,
+    Precision,
+    SessionTask,
+    decoded_images,
+    upload,
+)
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset decodes a YOLO-layout data.yaml
 METRICS = (
@@ -150,18 +169,19 @@ class Session(CheckpointedSession):
         self.model = build_model(config, len(self.names), size, mean, std).to(self.device)
         steps = math.ceil(len(self.tensors["train"]) / config.batch_size)
         self.optimizer, self.scheduler = build_optimizer(self.model, config, steps)
-        # float16 even where bfloat16 is native: boxes pass through the model in the autocast
-        # dtype (anchors, proposals and detections are decoded in it), and bfloat16's 8-bit
-        # significand puts a 100-px coordinate on a 0.5-px grid, float16's on a 1/16-px grid.
-        # torchvision's detection reference trains with AMP in float16 and a GradScaler too.
+        # float16 with a GradScaler, as torchvision's detection reference trains with AMP, and
+        # for the backbone only: anchors, box decoding, NMS and the heads stay in float32
+        # (model.autocast_backbone), where a 100-px coordinate is not rounded to a 1/16-px
+        # (float16) or 0.5-px (bfloat16) grid.
         self.precision = Precision.choose(self.device, config.amp, allow_bf16=False)
+        autocast_backbone(self.model, self.precision)
         self.augment = build_augmentation(config)
         self.epoch = 0
 
     def _to_device(self, split: DetectionTensors) -> DetectionTensors:
         # boxes stay on the CPU: augmentation edits them per image, cheaper there than on a GPU;
         # train_one_epoch moves each batch's targets
-        return DetectionTensors(to_device(split.images, self.device), split.boxes, split.labels)
+        return DetectionTensors(upload(split.images, self.device), split.boxes, split.labels)
 
     def train_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate on val; returns the epoch's METRICS and images_per_s."""
@@ -190,7 +210,22 @@ class Session(CheckpointedSession):
     def evaluate(self, split: str) -> dict[str, Any]:
         if split not in self.tensors:
             raise ValueError(f"split must be one of {sorted(self.tensors)}, got {split!r}")
-        return evaluate(self.model, self.tensors[split], self.names, self.precision)
+        return evaluate(self.model, self.tensors[split], self.names)
+
+    def inference_model(self, data: DetectionDataset) -> InferenceModel:
+        """The detector in eval mode (on a GPU its backbone autocasts, as in `evaluate`) with labels
+        counted from 0, its input preparation and the class names. Images are not resized
+        here: the model's own transform scales them to the training size and its boxes back."""
+        channels, device = data.channels, self.device
+
+        def preprocess(images: Any) -> list[torch.Tensor]:
+            chw = [
+                torch.tensor(a).permute(2, 0, 1).to(device)
+                for a in decoded_images(images, channels)
+            ]
+            return [to_model_input(to_float(image[None]))[0] for image in chw]
+
+        return InferenceModel(ClassIndexDetector(self.model).eval(), preprocess, self.names)
 
 
 def _json_number(value: float | None) -> float | None:

@@ -28,7 +28,8 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One shuffled pass; returns the mean of each loss over the epoch's images, and the LR of
     the last step (the warmup changes it within an epoch). Augmentation runs in float32 with
-    the boxes on the CPU; the model and its losses under `precision`."""
+    the boxes on the CPU; backward and step under `precision` (loss scaling for float16). Mixed
+    precision itself lives in the model: its backbone only (model.autocast_backbone)."""
     model.train()
     device = data.images.device
     totals = dict.fromkeys(("loss", *LOSSES), 0.0)
@@ -43,9 +44,8 @@ def train_one_epoch(
             {"boxes": to_device(b, device), "labels": to_device(c, device)}
             for b, c in zip(boxes, labels, strict=True)
         ]
-        with precision.autocast():
-            losses = model(to_model_input(images), targets)
-            loss = sum(losses[key] for key in LOSSES)
+        losses = model(to_model_input(images), targets)
+        loss = sum(losses[key] for key in LOSSES)
         value = loss.item()
         if not math.isfinite(value):  # stop at once: every later step would be wasted
             raise FloatingPointError(f"loss became {value} (diverged; try a lower lr)")
@@ -60,22 +60,14 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    batch_size: int = EVAL_BATCH_SIZE,
-    precision: Precision = FULL_PRECISION,
+    model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
 ) -> list[dict[str, torch.Tensor]]:
     """Detections (boxes xyxy px, scores, labels 1-based) for uint8 NCHW images, eval mode;
-    boxes and scores come back as float32 whatever the autocast dtype."""
+    float32 boxes and scores (only a mixed-precision model's backbone autocasts)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        with precision.autocast():
-            detections = model(to_model_input(to_float(images[start : start + batch_size])))
-        out += [
-            {key: value.float() if value.is_floating_point() else value for key, value in d.items()}
-            for d in detections
-        ]
+        out += model(to_model_input(to_float(images[start : start + batch_size])))
     return out
 
 
@@ -116,13 +108,8 @@ def compute_map(
     }
 
 
-def evaluate(
-    model: nn.Module,
-    data: DetectionTensors,
-    names: tuple[str, ...],
-    precision: Precision = FULL_PRECISION,
-) -> dict[str, Any]:
+def evaluate(model: nn.Module, data: DetectionTensors, names: tuple[str, ...]) -> dict[str, Any]:
     """COCO metrics of `model` on one prepared split (see `compute_map`), no augmentation."""
-    predictions = predict(model, data.images, precision=precision)
+    predictions = predict(model, data.images)
     targets = [{"boxes": b, "labels": c} for b, c in zip(data.boxes, data.labels, strict=True)]
     return compute_map(predictions, targets, names)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,6 +15,7 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone, resn
 
 if TYPE_CHECKING:
     from visiontune.trainables.faster_rcnn import Config
+    from visiontune.trainables.session import Precision
 
 STAGE_STRIDES = {
     # px per feature cell after each stage torchvision's extractors count; the stage count is
@@ -54,6 +56,39 @@ def build_model(
         box_score_thresh=config.score_threshold,
         box_detections_per_img=config.detections_per_img,
     )
+
+
+def autocast_backbone(model: FasterRCNN, precision: Precision) -> None:
+    """Run `model`'s backbone (with its FPN) under `precision`'s autocast and hand its feature
+    maps on in float32, so that everything after it computes in float32: the anchors (made in
+    the features' dtype), the RPN's and the box head's box decoding (in the regression's
+    dtype: float16 puts a 600-px coordinate on a 0.5-px grid), NMS, the heads and the losses.
+    The backbone is where the time goes; nothing box-shaped passes through it. A no-op for
+    float32. The module tree and its state_dict stay as they are: checkpoints of a GPU and a
+    CPU run are interchangeable."""
+    if precision.dtype is None:
+        return
+    forward = model.backbone.forward
+
+    def forward_mixed(images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        with precision.autocast():
+            features = forward(images)
+        return OrderedDict((name, level.float()) for name, level in features.items())
+
+    model.backbone.forward = forward_mixed
+
+
+class ClassIndexDetector(nn.Module):
+    """A torchvision detector whose labels count from 0 (indices into the class names), as every
+    task's loaded model gives them (trainables/contract.py: InferenceModel); torchvision's
+    count from 1 (0 is its background). Boxes come back in the input images' own pixels."""
+
+    def __init__(self, detector: FasterRCNN) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{**found, "labels": found["labels"] - 1} for found in self.detector(images)]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

@@ -46,9 +46,10 @@ from pydantic import Field
 
 from visiontune.data.detection import DetectionDataset
 from visiontune.params import StrictModel, build_config
-from visiontune.trainables.contract import TrainContext
+from visiontune.trainables.contract import InferenceModel, TrainContext
+from visiontune.trainables.device import ultralytics_device
 from visiontune.trainables.yolo.engine import WEIGHTS_FILE, prepare_resume, train
-from visiontune.trainables.yolo.evaluate import evaluate_checkpoint
+from visiontune.trainables.yolo.evaluate import evaluate_checkpoint, load_detector
 
 DATA_FORMAT = "yolo"  # visiontune.data.load_dataset reads a data.yaml with images/ and labels/
 METRICS = ("precision", "recall", "map50", "map", "box_loss", "cls_loss", "dfl_loss", "lr", "epoch")
@@ -101,7 +102,7 @@ class YoloTask:
         """One `on_epoch` per validated epoch with a directory holding that epoch's last.pt; a
         `restore` directory's last.pt resumes at the next epoch. Ultralytics' own files
         (args.yaml, results.csv, weights) stay in `workdir`: what lasts is what is handed over."""
-        device = "0" if context.device == "cuda" else "cpu"  # ultralytics' name for the GPU
+        device = ultralytics_device(context.device)  # "0" for cuda (or its index), "cpu"
         workdir, resume_from = context.workdir, None
         if context.restore is not None:
             weights = context.restore / WEIGHTS_FILE
@@ -120,6 +121,13 @@ class YoloTask:
         self, checkpoint_dir: Path, data: DetectionDataset, split: str
     ) -> dict[str, Any]:
         return evaluate_checkpoint(checkpoint_dir, data, split)
+
+    def load_model(
+        self, checkpoint_dir: Path, data: DetectionDataset, device: str = "cpu"
+    ) -> InferenceModel:
+        """The checkpoint's last.pt through ultralytics' predictor (`evaluate.Detector`); the
+        class names and image size come from the checkpoint, so `data` is not needed."""
+        return load_detector(checkpoint_dir, device)
 
 
 TASK = YoloTask()

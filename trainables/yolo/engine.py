@@ -50,11 +50,11 @@ def data_yaml(data: DetectionDataset) -> str:
 
 
 def default_device() -> str:
-    """Ultralytics' name of the device to use here: the first GPU Ray assigned to this worker
-    (CUDA_VISIBLE_DEVICES lists just those), any GPU outside Ray, else the CPU."""
-    from visiontune.trainables.device import local_device
+    """Ultralytics' name of the device to use here: the GPU Ray assigned to this worker, any
+    GPU outside Ray, else the CPU (trainables/device.py: local_device)."""
+    from visiontune.trainables.device import local_device, ultralytics_device
 
-    return "0" if local_device() == "cuda" else "cpu"
+    return ultralytics_device(local_device())
 
 
 def train_args(

@@ -1,5 +1,5 @@
 """A YOLO checkpoint scored on a split: ultralytics' validator, summarised overall and per class as
-JSON-ready numbers."""
+JSON-ready numbers; and the same checkpoint loaded for prediction (`load_detector`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from visiontune.data.detection import DetectionDataset
+from visiontune.trainables.contract import InferenceModel
+from visiontune.trainables.device import local_device, releasing_memory, ultralytics_device
+from visiontune.trainables.session import decoded_images
 from visiontune.trainables.yolo.engine import WEIGHTS_FILE, data_yaml
 from visiontune.trainables.yolo.offline import offline_ultralytics
 
@@ -26,8 +30,6 @@ def evaluate_checkpoint(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     offline_ultralytics()
-    from visiontune.trainables.device import local_device, releasing_memory
-
     threads = torch.get_num_threads()  # validation resets torch's thread count
     device = local_device()
     try:
@@ -52,7 +54,7 @@ def _validate(weights: Path, data: DetectionDataset, split: str, device: str, sc
         split=split,
         imgsz=trained["imgsz"],
         batch=trained["batch"],
-        device="0" if device == "cuda" else "cpu",
+        device=ultralytics_device(device),
         project=scratch,
         name="val",
         exist_ok=True,
@@ -87,3 +89,52 @@ def split_metrics(result: Any, names: tuple[str, ...], split: str) -> dict[str, 
 def _number(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+class Detector:
+    """A YOLO checkpoint as the detector of an InferenceModel: BGR images (`bgr_images`) -> one
+    dict per image, "boxes" (x1 y1 x2 y2 in the image's own pixels), "scores", "labels" (class
+    indices). Ultralytics' own predictor: letterboxed to the training size, its NMS, and its
+    predict-time confidence threshold `conf` (0.25; validation, and so mAP, uses 0.001)."""
+
+    def __init__(self, yolo: Any, imgsz: int, device: str, conf: float = 0.25) -> None:
+        self.yolo, self.imgsz, self.device, self.conf = yolo, imgsz, device, conf
+
+    def eval(self) -> Detector:
+        self.yolo.model.eval()
+        return self
+
+    def __call__(self, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        threads = torch.get_num_threads()  # ultralytics' predictor may reset it, as validation does
+        try:
+            results = self.yolo.predict(
+                list(images), imgsz=self.imgsz, conf=self.conf, device=self.device, verbose=False
+            )
+        finally:
+            torch.set_num_threads(threads)
+        return [
+            {
+                "boxes": r.boxes.xyxy.float(),
+                "scores": r.boxes.conf.float(),
+                "labels": r.boxes.cls.long(),
+            }
+            for r in results
+        ]
+
+
+def bgr_images(images: Any) -> list[np.ndarray]:
+    """Decoded images (see `session.decoded_images`) as the H x W x 3 BGR uint8 arrays
+    ultralytics reads image files into (cv2), which is how it trained and validated."""
+    return [np.ascontiguousarray(rgb[:, :, ::-1]) for rgb in decoded_images(images, 3)]
+
+
+def load_detector(checkpoint_dir: str | os.PathLike[str], device: str = "cpu") -> InferenceModel:
+    """The checkpoint's weights (its EMA, as ultralytics saves and validates them) as an
+    InferenceModel on `device` ("cpu" or "cuda"), with the class names stored in it."""
+    offline_ultralytics()
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(Path(checkpoint_dir) / WEIGHTS_FILE))
+    imgsz = yolo.ckpt["train_args"]["imgsz"]
+    detector = Detector(yolo, imgsz, ultralytics_device(device)).eval()
+    return InferenceModel(detector, bgr_images, tuple(yolo.names[i] for i in sorted(yolo.names)))

@@ -81,7 +81,8 @@ def amp_setting(amp: bool, device: str, weights_dir: Path | None = None) -> bool
     * native bfloat16 (Ampere and later): "bf16", bfloat16 autocast without loss scaling, for
       which ultralytics skips the check (bfloat16 has float32's range: the overflow to NaN the
       check guards against does not happen);
-    * older GPUs (T4, V100): float16 (True) when yolo26n.pt is already in `weights_dir`
+    * older GPUs (T4; the CUDA 13 torch wheels start at Turing, sm_75): float16 (True) when
+      yolo26n.pt is already in `weights_dir`
       (ultralytics' WEIGHTS_DIR by default), so the check runs offline; else float32 (False).
     """
     if not amp or device == "cpu":

@@ -1,18 +1,25 @@
 """The Ray cluster a sweep runs on: attach to it (or start an embedded local one), fail fast on
-an address nothing answers at, count the trial slots, and check that a local storage path is
-the same directory on every node. Ray is imported inside the functions: `keep_ray_on_loopback`
-must be able to run before it."""
+an address nothing answers at, count the trial slots (with those an autoscaler can still add:
+visiontune.sweep.autoscale), and check that a local storage path is the same directory on every
+node. Ray is imported inside the functions: `keep_ray_on_loopback` must be able to run before
+it."""
 
 from __future__ import annotations
 
-import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from visiontune.errors import InputError
 from visiontune.spec import SweepSpec
 from visiontune.storage import Experiment
+from visiontune.sweep.autoscale import (
+    cluster_capacity,
+    describe_pending,
+    describe_refusal,
+    read_autoscaling_config,
+)
 
 
 def check_address(address: str) -> None:
@@ -51,26 +58,20 @@ def start_ray(address: str | None) -> bool:
 
 
 def cluster_slots(spec: SweepSpec) -> int:
-    """Trials that fit at once; fails fast when the per-trial request fits no node."""
+    """Trials that fit at once: on the nodes up now, and on the nodes the cluster's autoscaler
+    can still add (visiontune.sweep.autoscale; says so on stderr when some slots are only
+    that). Fails fast when the per-trial request fits no node and no node type."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    slots = 0
-    for node in nodes:
-        res = node.get("Resources", {})
-        per_node = math.floor(res.get("CPU", 0) / spec.cpus_per_trial + 1e-9)
-        if spec.gpus_per_trial:
-            per_node = min(per_node, math.floor(res.get("GPU", 0) / spec.gpus_per_trial + 1e-9))
-        slots += per_node
-    if slots == 0:
-        have = [
-            {k: v for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU")} for n in nodes
-        ]
-        raise InputError(
-            f"resources: a trial asks for cpu={spec.cpus_per_trial} gpu={spec.gpus_per_trial} "
-            f"but no node has that much (nodes: {have}); lower --cpus-per-trial/--gpus-per-trial"
-        )
-    return slots
+    cpu, gpu = spec.cpus_per_trial, spec.gpus_per_trial
+    config = read_autoscaling_config(nodes)
+    capacity = cluster_capacity(nodes, config, cpu, gpu, spec.num_samples)
+    if capacity.total == 0:
+        raise InputError(describe_refusal(nodes, config, cpu, gpu))
+    if capacity.addable:
+        print(f"visiontune: {describe_pending(capacity, cpu, gpu)}", file=sys.stderr, flush=True)
+    return capacity.total
 
 
 def check_shared_storage(experiment: Experiment) -> None:

@@ -12,6 +12,7 @@ pins both.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 # --- Ray environment variables (checked on ray 2.60.0) ---------------------------------------
@@ -119,3 +120,82 @@ def save_state_of_removed_trial(tune_controller: Any, trial: Any) -> None:
     mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
     if mark is not None:
         mark(trial)
+
+
+# --- Ray's autoscaling config, as a driver can find it (checked on ray 2.60.0) ----------------
+
+# The autoscaler's entry points (ray/_private/services.py `start_monitor`, ray 2.60.0): v1 is
+# the default, v2 runs with RAY_enable_autoscaler_v2=1. Both take the same two flags.
+MONITOR_SCRIPTS = ("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py")
+
+
+def reported_cluster_config() -> Any:
+    """The node groups an autoscaler reported to the GCS, or None.
+
+    `ray._private.state.state.get_cluster_config()` (ray 2.60.0, private) reads the
+    `autoscaler_pb2.ClusterConfig` (node groups: name, resources, min_count, max_count with -1
+    for unlimited) from the GCS internal KV key `__autoscaler_cluster_config` in namespace
+    `__autoscaler`; Ray Data reads it there to plan for nodes the autoscaler can add. Only an
+    autoscaler that calls `GcsClient.report_cluster_config` writes it: the open-source v1 and
+    v2 monitors of ray 2.60.0 do not (no Python caller; a fake-multinode cluster started with
+    `--autoscaling-config` leaves it empty), so `autoscaling_config_here` is the fallback.
+    Imports Ray: call it only with Ray initialised."""
+    import ray._private.state
+
+    return ray._private.state.state.get_cluster_config()
+
+
+def monitor_config_path(processes: Any, gcs_address: str) -> str | None:
+    """The `--autoscaling-config` path of the autoscaler serving `gcs_address`, or None.
+
+    `processes` are (argv, cwd) pairs of the head's processes. `ray start --head
+    --autoscaling-config=FILE` hands FILE to nothing but the monitor process it starts
+    (`start_monitor`: `monitor.py --gcs-address=HOST:PORT ... --autoscaling-config=FILE`, ray
+    2.60.0); the monitor expands `~` and reads the file itself, and `ray up` has already filled
+    each node type's `resources` (CPU, GPU) from its instance type when it wrote that file
+    (`~/ray_bootstrap_config.yaml`). The GCS address tells apart the monitors of several
+    clusters on one machine. A monitor without the flag (a plain `ray start`, an embedded Ray:
+    a read-only autoscaler) gives None, and so does KubeRay's autoscaler (its config comes from
+    the RayCluster resource)."""
+    for argv, cwd in processes:
+        if not any(arg.endswith(MONITOR_SCRIPTS) for arg in argv[:3]):
+            continue
+        flags = dict(arg.split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+        if flags.get("--gcs-address") != gcs_address:
+            continue
+        path = flags.get("--autoscaling-config")
+        if not path:
+            return None
+        return os.path.join(cwd or "/", os.path.expanduser(path))
+    return None
+
+
+def autoscaling_config_here(gcs_address: str) -> dict | None:
+    """The autoscaling config (the cluster YAML as a dict) of the cluster at `gcs_address`,
+    read on this machine, which must be the head node; None when it has no autoscaler with a
+    config file or the file cannot be read (see `monitor_config_path`). Reads /proc: Ray's
+    clusters run on Linux."""
+    import yaml
+
+    path = monitor_config_path(_monitor_processes(), gcs_address)
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _monitor_processes() -> list[tuple[list[str], str]]:
+    """(argv, cwd) of this machine's Ray autoscaler processes that this user may read."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if any(arg.endswith(MONITOR_SCRIPTS) for arg in argv[:3]):
+                found.append((argv, os.readlink(proc / "cwd")))
+        except OSError:  # gone meanwhile, or another user's
+            continue
+    return found

@@ -12,7 +12,7 @@ from visiontune.errors import InputError, SweepInterrupted
 
 
 def sweep_and_report(
-    spec: Any, data: Any, experiment: Any, address: str | None, resume: bool
+    spec: Any, data: Any, experiment: Any, address: str | None, resume: bool, verbose: bool = False
 ) -> tuple[str, str, str]:
     """A driver's whole job: the sweep, then its report (uploaded next to it for a URI storage).
     Returns the local experiment directory, the report's path and the main table."""
@@ -20,7 +20,7 @@ def sweep_and_report(
     from visiontune.analysis.results import load_experiment
     from visiontune.sweep import run_sweep
 
-    exp_dir = run_sweep(spec, data, experiment, address, resume=resume)
+    exp_dir = run_sweep(spec, data, experiment, address, resume=resume, verbose=verbose)
     experiment.download()  # Ray's trial results join the driver's files (no checkpoints)
     out = write_report(exp_dir)
     experiment.upload()
@@ -28,7 +28,7 @@ def sweep_and_report(
 
 
 def sweep_on_head(
-    address: str, spec: Any, data: Any, experiment: Any, resume: bool
+    address: str, spec: Any, data: Any, experiment: Any, resume: bool, verbose: bool = False
 ) -> tuple[str, str, str]:
     """Ray Client (ray://HOST:PORT): Ray Tune runs its loop on the head node then, so the whole
     driver runs there as one task: the Optuna study, ledger, TensorBoard events and report are
@@ -40,7 +40,7 @@ def sweep_on_head(
         head = ray.remote(sweep_and_report).options(
             num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001}
         )
-        return ray.get(head.remote(spec, data, experiment, address, resume))
+        return ray.get(head.remote(spec, data, experiment, address, resume, verbose))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, InputError | SweepInterrupted):
             raise exc.cause from None

@@ -64,6 +64,19 @@ def _evaluate_on_test_split(task_name: str, checkpoint: Any, data: Any) -> dict[
         return load_task(task_name).evaluate_checkpoint(Path(directory), data, "test")
 
 
+def trial_sized_task(function: Any, num_cpus: float, num_gpus: float) -> Any:
+    """`function` as a Ray task with a trial's resources. One that holds a GPU runs in a fresh
+    worker process each time (max_calls=1): the CUDA context and whatever a library keeps
+    cached on the GPU leave with the process. Ray gives a task that default only when
+    `@ray.remote` itself declares GPUs, not for GPUs given through `.options()` (ray 2.60.0,
+    remote_function.py), so it is declared here."""
+    import ray
+
+    return ray.remote(max_calls=1 if num_gpus > 0 else 0)(function).options(
+        num_cpus=num_cpus, num_gpus=num_gpus
+    )
+
+
 def evaluate_on_test(spec: SweepSpec, data: Any, results: Any) -> list[dict[str, Any]]:
     """Evaluate the chosen checkpoints on the test split as Ray tasks with a trial's resources;
     one row per checkpoint: role, trial, epoch, its validation metrics and its test metrics."""
@@ -72,9 +85,7 @@ def evaluate_on_test(spec: SweepSpec, data: Any, results: Any) -> list[dict[str,
     from visiontune.trainables import load_task
 
     metrics = [m for m in load_task(spec.task).METRICS if m != "epoch"]
-    remote = ray.remote(_evaluate_on_test_split).options(
-        num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial
-    )
+    remote = trial_sized_task(_evaluate_on_test_split, spec.cpus_per_trial, spec.gpus_per_trial)
     data_ref = ray.put(data)
     picks = checkpoints_to_test(spec, results)
     futures = [remote.remote(spec.task, item["pick"][0], data_ref) for item in picks]

@@ -17,6 +17,7 @@ from typing import Any
 from visiontune.errors import SweepInterrupted
 from visiontune.fileio import write_json
 from visiontune.layout import DATASET_FILE, EXPERIMENT_DIR_ENV, SPEC_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.provenance import collect_provenance
 from visiontune.spec import SweepSpec
 from visiontune.storage import Experiment
 from visiontune.sweep.cluster import check_shared_storage, cluster_slots, start_ray
@@ -31,6 +32,7 @@ def run_sweep(
     experiment: Experiment,
     address: str | None = None,
     resume: bool = False,
+    verbose: bool = False,
 ) -> Path:
     """Run (or, with `resume`, continue) the sweep; returns the local experiment directory
     (for a URI storage, the driver's mirror, uploaded to the storage). `data` is the decoded
@@ -65,13 +67,14 @@ def run_sweep(
             "gpus_per_trial": spec.gpus_per_trial,
             "address": address or "local",
             "ray_version": ray.__version__,
+            "provenance": collect_provenance(data),  # versions, commit, machine, data hash
         }
         write_json(exp_dir / SUMMARY_FILE, summary)  # records the run's start if it is killed
         os.environ[EXPERIMENT_DIR_ENV] = str(exp_dir)  # for the callbacks, restored ones too
         if resume:
-            tuner = restore_tuner(spec, data, experiment)
+            tuner = restore_tuner(spec, data, experiment, verbose=verbose)
         else:
-            tuner = build_tuner(spec, data, experiment, slots)
+            tuner = build_tuner(spec, data, experiment, slots, verbose=verbose)
         experiment.upload()
         print(f"Experiment {experiment.location}; live curves: tensorboard --logdir {exp_dir} "
               "--host 127.0.0.1", flush=True)  # fmt: skip

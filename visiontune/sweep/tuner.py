@@ -86,11 +86,14 @@ def wrapped_trainable(spec: SweepSpec, data: Any, task: Any = None) -> Any:
     )
 
 
-def _run_config(spec: SweepSpec, experiment: Experiment) -> Any:
+def _run_config(spec: SweepSpec, experiment: Experiment, verbose: bool = False) -> Any:
+    """Ray keeps its default verbosity: the console callback (visiontune.console) sends Ray's
+    output to the sweep log, and to the terminal only with `verbose`."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from visiontune.callbacks import MirrorUploadCallback, TensorBoardCallback, TrialStatusCallback
+    from visiontune.console import ConsoleCallback
     from visiontune.trainables import load_task
 
     exp_dir = experiment.local
@@ -100,6 +103,7 @@ def _run_config(spec: SweepSpec, experiment: Experiment) -> Any:
         JsonLoggerCallback(),
         TensorBoardCallback(exp_dir, spec.fixed, spec.search, metrics),
         TrialStatusCallback(exp_dir, spec.epochs),
+        ConsoleCallback(exp_dir, spec, verbose),
     ]
     if experiment.uri:
         callbacks.append(MirrorUploadCallback(experiment))
@@ -134,16 +138,23 @@ def concurrent_trials(spec: SweepSpec, slots: int) -> int | None:
 
 
 def build_tuner(
-    spec: SweepSpec, data: Any, experiment: Experiment, slots: int, task: Any = None
+    spec: SweepSpec,
+    data: Any,
+    experiment: Experiment,
+    slots: int,
+    task: Any = None,
+    verbose: bool = False,
 ) -> Any:
     """A new sweep's Tuner; the study is created in the experiment directory. `task` replaces
     the spec's task object in the trials (benchmarks/orchestration_overhead.py times the
     sweep's own Tuner around fixed-work trials that way)."""
     from ray import tune
 
+    from visiontune.console import set_console_verbosity
     from visiontune.sweep.schedulers import build_scheduler
 
     use_own_tune_loggers()
+    set_console_verbosity(verbose)
     searcher = build_searcher(spec, experiment.local / STUDY_FILE, experiment.name)
     tune_config = tune.TuneConfig(
         search_alg=searcher,
@@ -157,19 +168,22 @@ def build_tuner(
         wrapped_trainable(spec, data, task),
         param_space=dict(spec.fixed),
         tune_config=tune_config,
-        run_config=_run_config(spec, experiment),
+        run_config=_run_config(spec, experiment, verbose),
     )
 
 
-def restore_tuner(spec: SweepSpec, data: Any, experiment: Experiment) -> Any:
+def restore_tuner(spec: SweepSpec, data: Any, experiment: Experiment, verbose: bool = False) -> Any:
     """Continue an interrupted sweep: finished trials stay as they are, unfinished ones resume
     from their last checkpoints, the searcher (and its Optuna study) from its saved state."""
     from ray import tune
+
+    from visiontune.console import set_console_verbosity
 
     path, fs = experiment.ray_experiment_path, experiment.filesystem
     if not tune.Tuner.can_restore(path, storage_filesystem=fs):
         raise InputError(f"{experiment.location}: no Ray Tune state to resume from")
     use_own_tune_loggers()
+    set_console_verbosity(verbose)  # the restored console callback is the pickled one
     return tune.Tuner.restore(
         path,
         trainable=wrapped_trainable(spec, data),
