@@ -97,8 +97,10 @@ def history_figure(
     none) and vs wall time since the sweep started (every reported epoch)."""
     metric = objective.metric
     scored = trials[trials[metric].notna()] if metric in trials else trials.iloc[:0]
-    if len(scored) < 2 or "timestamp" not in history:
+    if len(scored) < 2:
         raise NotDrawn(f"{len(scored)} trial(s) with a {metric}; an optimization history needs 2")
+    if "timestamp" not in history:
+        raise NotDrawn("the trials' results carry no timestamp (result.json)")
     epochs = history[history[metric].notna()].sort_values("timestamp", kind="stable")
     start_of = epochs.groupby("trial_id")["timestamp"].min()
     order = sorted(scored["trial_id"], key=lambda t: (numbers.get(t, math.inf), start_of.get(t)))
@@ -137,7 +139,7 @@ def learning_curves_figure(
         seed, status = info["seed"].get(trial_id, ""), info["status"].get(trial_id, "")
         if trial_id == best:
             style = {"color": "C1", "lw": 2.2, "marker": "o", "ms": 3, "zorder": 3}
-            label = f"tuned best ({trial_id})"
+            label = f"tuned best ({trial_id}{', ' + seed if seed else ''})"
         elif seed:
             style, label = {"color": "C2", "lw": 1.5, "ls": "--"}, f"{seed} ({trial_id})"
         else:
@@ -271,8 +273,10 @@ def per_class_figure(
     for i, (role, per_class) in enumerate(rows.items()):
         values = [(per_class.get(n) or {}).get(key) for n in names]
         heights = [np.nan if v is None else 100 * v for v in values]
-        offset = (i - (len(rows) - 1) / 2) * width
-        axes.bar(np.arange(len(names)) + offset, heights, width, label=role)
+        where = np.arange(len(names)) + (i - (len(rows) - 1) / 2) * width
+        axes.bar(where, heights, width, label=role)
+        for x in where[np.isnan(heights)]:  # not 0: no value recorded (e.g. no such object)
+            axes.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
     what = PER_CLASS_KEYS[key]
     note = "" if "AP" in what else " (per-class AP not recorded)"
     axes.set_xticks(range(len(names)), names, rotation=20)

@@ -526,6 +526,7 @@ def experiment_cut(exp: Path, keep: set[str], out: Path) -> Path:
     from visiontune.sweep.ledger import read_ledger
     from visiontune.sweep.searcher import TRIAL_ID_ATTR
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cut = out / exp.name
     cut.mkdir(parents=True)
     for path in exp.iterdir():

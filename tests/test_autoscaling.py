@@ -145,17 +145,28 @@ def autoscaling_head(tmp_path: Path) -> Iterator[str]:
         assert not left, f"processes of the test cluster still running: {left}"
 
 
-def _nodes(address: str) -> list[dict]:
-    """Every node the cluster's GCS has known, dead ones included."""
-    probe = f"import json, ray; ray.init(address={address!r}); print(json.dumps(ray.nodes()))"
+PROBE = """
+import json, sys, ray
+from visiontune.sweep.autoscale import HEAD_RESOURCE, _read_on_node
+ray.init(address=sys.argv[1])
+nodes = ray.nodes()
+head = next(n["NodeID"] for n in nodes if HEAD_RESOURCE in n["Resources"])
+config = _read_on_node(head, ray.get_runtime_context().gcs_address)
+print(json.dumps({"nodes": nodes, "config": config}))
+"""
+
+
+def _probe(address: str) -> dict:
+    """Every node the cluster's GCS has known (dead ones included), and the autoscaling config
+    as a task on the head reads it (the way a driver that is not on the head does)."""
     done = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", PROBE, address],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-        check=True,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -163,9 +174,6 @@ def test_a_gpu_sweep_on_a_cpu_head_gets_gpu_workers_from_the_autoscaler(
     autoscaling_head, tiny_imagefolder, tmp_path
 ):
     address = autoscaling_head
-    before = _nodes(address)
-    assert [n["Resources"].get("GPU", 0) for n in before] == [0]  # the head alone, no GPU
-
     result = visiontune(
         "tune", CLASSIFIER_SPACE, "--address", address, "--gpus-per-trial", 0.25,
         "--cpus-per-trial", 0.5, "--num-samples", NUM_SAMPLES, "--max-epochs", 1,
@@ -173,7 +181,7 @@ def test_a_gpu_sweep_on_a_cpu_head_gets_gpu_workers_from_the_autoscaler(
         "--set", "width=4", env={"RAY_AUTH_MODE": "disabled", "VISIONTUNE_ALLOW_FAKE_GPUS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    # Not refused: the warning names the nodes the autoscaler can add for these trials.
+    # Not refused: no GPU node was up, and the warning names the ones the autoscaler can add.
     assert (
         "0 node(s) up can hold a trial asking cpu=0.5 gpu=0.25 (0 slot(s)); the autoscaler can "
         f"add up to {MAX_WORKERS} x gpu_worker (CPU 1, GPU 1 each, 2 trial(s) each)"
@@ -184,15 +192,19 @@ def test_a_gpu_sweep_on_a_cpu_head_gets_gpu_workers_from_the_autoscaler(
     assert summary["slots"] == MAX_WORKERS * 2 and summary["errored"] == 0
 
     # The autoscaler added GPU workers, and only they could run the trials (the head has no GPU).
-    gpu_workers = [n for n in _nodes(address) if n["Resources"].get("GPU", 0) > 0]
-    assert 1 <= len(gpu_workers) <= MAX_WORKERS, gpu_workers
-    assert not {n["NodeID"] for n in gpu_workers} & {n["NodeID"] for n in before}
+    probe = _probe(address)
+    gpu_workers = [n for n in probe["nodes"] if n["Resources"].get("GPU", 0) > 0]
+    assert 1 <= len(gpu_workers) <= MAX_WORKERS, probe["nodes"]
+    for result_file in exp.glob("trial_*/result.json"):  # each trial was given a (fake) GPU
+        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line]
+        assert rows and all("GPU" in row["device"] for row in rows), (result_file, rows)
     ledger = read_ledger(exp)
     assert len(ledger) == NUM_SAMPLES
     assert {e["status"] for e in ledger.values()} <= {"TERMINATED", "STOPPED"}, ledger
-
-    report = visiontune("report", exp)
-    assert report.returncode == 0, report.stderr[-3000:]
+    # The report the sweep wrote (`visiontune report` is the same code) lists every trial.
     trials = pd.read_csv(exp / "report" / "trials.csv")
     assert len(trials) == NUM_SAMPLES
     assert set(trials["status"]) <= {"TERMINATED", "STOPPED"}
+    assert "Seed configurations vs tuned best" in (exp / "report" / "report.md").read_text()
+    # A driver elsewhere than on the head reads the same config through a task there.
+    assert probe["config"]["available_node_types"]["gpu_worker"]["resources"] == WORKER

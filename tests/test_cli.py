@@ -332,9 +332,9 @@ def test_report_of_an_unfinished_sweep_does_not_claim_a_best_config(capsys, tmp_
     assert main(["report", str(exp)]) == 0
     out = capsys.readouterr().out
     written = next(line for line in out.splitlines() if line.startswith("Written: "))
-    assert written == f"Written: {exp / 'report'}/report.md, trials.csv"
-    assert "No best_config.yaml" in out
-    assert sorted(p.name for p in (exp / "report").iterdir()) == ["report.md", "trials.csv"]
+    assert written.startswith(f"Written: {exp / 'report'}/report.md, trials.csv, report.tex")
+    assert "best_config" not in written and "No best_config.yaml" in out
+    assert not (exp / "report" / "best_config.yaml").exists()
 
 
 def test_report_of_a_finished_sweep_lists_its_three_files(capsys, tmp_path):

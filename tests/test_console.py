@@ -200,7 +200,7 @@ def test_a_retried_trial_says_where_it_failed_and_resumes(console, terminal, tmp
     console.on_trial_recover(iteration=0, trials=[trial], trial=trial)
     console.on_trial_start(iteration=0, trials=[trial], trial=trial)
     assert _lines(terminal)[-2:] == [
-        "trial t1 failed in epoch 2 (unknown error); retrying from its last checkpoint",
+        "trial t1 failed in epoch 2: unknown error; retrying from its last checkpoint",
         "trial t1 resumed after epoch 1",
     ]
     assert console.progress.done == 0

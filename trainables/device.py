@@ -176,7 +176,7 @@ def assigned_device(gpu_ids: Sequence[Any]) -> str:
     problem = cuda_problem(cuda_index(gpu_ids, visible)) if gpu_ids else None
     device = pick_device(gpu_ids, problem is None, visible=visible, problem=problem)
     if device != "cpu":
-        torch.cuda.set_device(torch.device(device))
+        torch.cuda.set_device(torch.device(device).index or 0)  # an int: "cuda" has no index
     return device
 
 

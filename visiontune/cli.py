@@ -223,6 +223,9 @@ def _resumable_spec(experiment: Any) -> Any:
         raise InputError(str(exc).replace(str(experiment.local), bare)) from None
 
 
+REPORT_FILES = ("report.md", "trials.csv", "best_config.yaml", "report.tex", "report.html")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from visiontune.analysis.report import write_report
     from visiontune.layout import REPORT_DIR
@@ -232,16 +235,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         experiment, local = open_report_source(args.experiment, Path(scratch))
         out = write_report(local, args.out)
         print((out / "report.md").read_text())
-        written = ["report.md", "trials.csv"]
-        if (out / "best_config.yaml").exists():
-            written.append("best_config.yaml")
+        names = sorted(p.name for p in out.iterdir() if p.is_file())
+        written = [n for n in REPORT_FILES if n in names]
+        plots = [n for n in names if n.endswith(".png")]
+        written += [f"{len(plots)} plots (PNG)"] if plots else []
         if experiment.uri:  # the report goes back next to the sweep (and to --out if given)
             experiment.upload_dir(out, REPORT_DIR)
             print(f"Written: {experiment.uri.split('?')[0]}/{REPORT_DIR}/ ({', '.join(written)})"
                   + (f" and {out}/" if args.out else ""))  # fmt: skip
         else:
             print(f"Written: {out}/{', '.join(written)}")
-        if len(written) < 3:
+        if "best_config.yaml" not in names:
             print("No best_config.yaml: the sweep has no tested tuned best (it did not finish; "
                   "`visiontune tune ... --resume` continues it)")  # fmt: skip
     return 0

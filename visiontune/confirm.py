@@ -277,9 +277,11 @@ def build_confirm_tuner(
         wrapped_trainable(spec, data),
         param_space=keys,
         tune_config=tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=points),
+            # the generator's own limit: Ray ignores max_concurrent_trials for a generator
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=points, max_concurrent=spec.max_concurrent or slots
+            ),
             num_samples=len(points),
-            max_concurrent_trials=spec.max_concurrent or slots,
             reuse_actors=True,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),

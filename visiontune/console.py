@@ -3,20 +3,18 @@
     visiontune tune SPACE.yaml             # one line per trial event, and a progress bar
     visiontune tune SPACE.yaml --verbose   # Ray Tune's own output too
 
-Ray Tune 2.60 prints a boxed table for every trial's config and every result, a status table
-every 30 s, and each trial worker logs "Checkpoint successfully created" every epoch: on a
-12-trial sweep the few events a user follows (a trial started, reached an epoch, was stopped,
-failed) were buried. `ConsoleCallback` prints those events as single lines, under a tqdm bar of
-trials done, epochs trained, elapsed time, ETA and the best score so far ("best" as
-`visiontune.best.Objective` defines it; the bar is drawn on a terminal only).
+Ray Tune 2.60 prints a boxed table for every trial's config and result and a status table every
+30 s, and each worker logs "Checkpoint successfully created" every epoch: the few events a user
+follows (a trial started, reached an epoch, was stopped, failed) were buried. `ConsoleCallback`
+prints those as single lines under a tqdm bar (trials done, epochs, elapsed, ETA, the best score
+so far as `visiontune.best.Objective` defines it; drawn on a terminal only).
 
-Nothing is lost: while Tune runs the sweep (the callback's `setup` to `on_experiment_end`), what
-the driver writes to sys.stdout/sys.stderr and its logging handlers (Ray's driver output, the
-worker output Ray prints for the driver) is copied to STORAGE/NAME/sweep.log with these lines
-(appended on --resume), and reaches the terminal only with --verbose. Ray keeps its default
-verbosity, so the log holds its tables too. Only the checkpoint lines are dropped before the
-driver prints them (`visiontune.sweep.compat.hide_checkpoint_lines`): Ray batches them and prints
-the last ones after the sweep has ended.
+Nothing is lost: while Tune runs the sweep (`setup` to `on_experiment_end`), what the driver
+writes to sys.stdout/sys.stderr and its logging handlers (Ray's driver output, the worker output
+Ray prints for the driver) goes to STORAGE/NAME/sweep.log with these lines (appended on --resume),
+and to the terminal only with --verbose. Ray keeps its default verbosity, so the log holds its
+tables. Only the checkpoint lines are dropped before the driver prints them
+(`visiontune.sweep.compat.hide_checkpoint_lines`): Ray prints the last ones after the sweep ends.
 """
 
 from __future__ import annotations
@@ -273,13 +271,19 @@ class ConsoleCallback(Callback):
                       f"{self.spec.epochs}: {best}")  # fmt: skip
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        epoch = self.epoch_of.get(trial.trial_id, 0)
-        self._end(trial, "errored", f"errored in epoch {epoch + 1}: {_error_line(trial)}")
+        self._end(trial, "errored", f"errored in epoch {self._failed_in(trial)}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        epoch = self.epoch_of.get(trial.trial_id, 0)
-        self._say(f"trial {trial.trial_id} failed in epoch {epoch + 1} ({_error_line(trial)}); "
-                  "retrying from its last checkpoint")  # fmt: skip
+        self._say(f"trial {trial.trial_id} failed in epoch {self._failed_in(trial)}; retrying "
+                  "from its last checkpoint")  # fmt: skip
+
+    def _failed_in(self, trial: Any) -> str:
+        """The epoch a trial failed in, and the last line of the traceback Ray wrote for it."""
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).exists() else ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[-1] if lines else "unknown error"
+        return f"{self.epoch_of.get(trial.trial_id, 0) + 1}: {reason}"
 
     def _end(self, trial: Any, kind: str, text: str) -> None:
         self.ended[kind] += 1
@@ -296,11 +300,3 @@ class ConsoleCallback(Callback):
         self._say(f"sweep ended: {p.done}/{p.total} trials ({counts}), {p.epochs} epochs; "
                   f"best {metric} {best}")  # fmt: skip
         self._log.close()
-
-
-def _error_line(trial: Any) -> str:
-    """The last line of the traceback Ray wrote for the trial's latest failure."""
-    path = trial.error_file
-    text = Path(path).read_text() if path and Path(path).exists() else ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"

@@ -183,15 +183,12 @@ def _detector(test: list[dict]) -> Experiment:
 def test_per_class_ap_puts_the_seed_configuration_beside_the_tuned_best():
     seed = {"role": "seed configuration", "per_class": {"Cell": {"ap": 0.25}}}
     best = {"role": "tuned best", "per_class": {n: {"ap": 0.5} for n in CLASSES}}
-    axes = plots.per_class_figure([seed, best], CLASSES, ["seed configuration", "tuned best"]).axes[
-        0
-    ]
+    roles = ["seed configuration", "tuned best"]
+    [axes] = plots.per_class_figure([seed, best], CLASSES, roles).axes
     heights = [[bar.get_height() for bar in c] for c in axes.containers]
     assert np.allclose(heights, [[np.nan, np.nan, 25.0], [50.0] * 3], equal_nan=True)
-    assert [t.get_text() for t in axes.get_legend().get_texts()] == [
-        "seed configuration",
-        "tuned best",
-    ]
+    assert [t.get_text() for t in axes.texts] == ["n/a", "n/a"]  # the seed's missing classes
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == roles
     assert "AP@[.5:.95]" in axes.get_title() and axes.get_ylabel() == "test AP@[.5:.95] (%)"
 
 

@@ -147,3 +147,24 @@ def test_report_names_an_errored_trial_and_the_seed_point_without_a_test_result(
         line.startswith("- diverging:") and "no test result" in line for line in report.splitlines()
     )
     assert not (exp / "report").exists(), "--out given: nothing is written beside the sweep"
+
+
+def test_the_device_each_trial_trained_on_is_in_the_tables_and_the_sweep_section(tmp_path):
+    exp = copy_fixture("experiment", tmp_path)
+    trial_ids = sorted(_json(exp / "trial_status.json"))
+    for index, trial_id in enumerate(trial_ids):
+        device = "cpu" if index == 0 else "Tesla T4"
+        rows = [{**row, "device": device} for row in _results(exp, trial_id)]
+        (exp / f"trial_{trial_id}" / "result.json").write_text(
+            "".join(json.dumps(row) + "\n" for row in rows)
+        )
+    write_report(exp)
+    report = (exp / "report" / "report.md").read_text()
+    top = _section(report, "Top")
+    header = next(line for line in top.splitlines() if line.startswith("|"))
+    column = [cell.strip() for cell in header.strip("|").split("|")].index("device")
+    assert {row[column] for row in _table_rows(top)} == {"cpu", "Tesla T4"}
+    sweep = _section(report, "Sweep")
+    assert f"trained on: Tesla T4 ({len(trial_ids) - 1} trials), cpu (1 trials)" in sweep
+    trials = pd.read_csv(exp / "report" / "trials.csv").set_index("trial_id")
+    assert trials.loc[trial_ids[0], "device"] == "cpu"

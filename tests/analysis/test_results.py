@@ -219,3 +219,23 @@ def test_an_experiment_without_trial_directories_is_refused(experiment_dir):
         (trial / "params.json").unlink()
     with pytest.raises(InputError, match="no trials found"):
         load_experiment(experiment_dir)
+
+
+def test_the_devices_a_trial_reported_become_its_device_column(experiment_dir):
+    trial_ids = sorted(_ledger(experiment_dir))
+    moved = next(t for t in trial_ids if len(_result_rows(experiment_dir, t)) >= 2)
+    on_gpu = next(t for t in trial_ids if t != moved)
+    for trial_id, devices in ((moved, ["Tesla T4", "NVIDIA L4"]), (on_gpu, ["Tesla T4"])):
+        rows = _result_rows(experiment_dir, trial_id)
+        for index, row in enumerate(rows):  # a retry on another node: the later rows
+            row["device"] = devices[min(index, len(devices) - 1)]
+        path = experiment_dir / f"trial_{trial_id}" / "result.json"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    trials = load_experiment(experiment_dir).trials.set_index("trial_id")
+    assert trials.loc[on_gpu, "device"] == "Tesla T4"
+    assert trials.loc[moved, "device"] == "Tesla T4, NVIDIA L4"
+    assert trials.drop([moved, on_gpu])["device"].isna().all()  # reported nothing: a sweep before
+
+
+def test_a_sweep_whose_trials_report_no_device_has_no_device_column(experiment_dir):
+    assert "device" not in load_experiment(experiment_dir).trials
