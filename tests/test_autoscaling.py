@@ -147,11 +147,11 @@ def autoscaling_head(tmp_path: Path) -> Iterator[str]:
 
 PROBE = """
 import json, sys, ray
-from visiontune.sweep.autoscale import HEAD_RESOURCE, _read_on_node
+from visiontune.sweep.autoscale import HEAD_RESOURCE, read_config_on_node
 ray.init(address=sys.argv[1])
 nodes = ray.nodes()
 head = next(n["NodeID"] for n in nodes if HEAD_RESOURCE in n["Resources"])
-config = _read_on_node(head, ray.get_runtime_context().gcs_address)
+config = read_config_on_node(head, ray.get_runtime_context().gcs_address)
 print(json.dumps({"nodes": nodes, "config": config}))
 """
 

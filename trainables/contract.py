@@ -29,9 +29,11 @@ def diverged_reason(result: Mapping[str, Any] | None) -> str | None:
     return reason if isinstance(reason, str) and reason else None
 
 
-def divergence_result(metrics: tuple[str, ...], error: FloatingPointError) -> dict[str, Any]:
-    """The last result of a trial whose training raised `error`: every metric NaN (Ray requires
-    the sweep's metric in each result) and the reason under DIVERGED."""
+def divergence_result(metrics: tuple[str, ...], error: Exception) -> dict[str, Any]:
+    """The last result of a trial that must end once, not be retried: its training diverged
+    (FloatingPointError) or Ray gave it a GPU torch cannot use (trainables/device.py). Every
+    metric NaN (Ray requires the sweep's metric in each result) and the reason under
+    DIVERGED."""
     values: dict[str, Any] = {name: math.nan for name in metrics if name != "epoch"}
     return {**values, DIVERGED: f"{type(error).__name__}: {error}"}
 
@@ -48,7 +50,8 @@ class TrainContext:
     decides it."""
 
     device: str
-    """"cpu" or "cuda" (the first visible GPU)."""
+    """"cpu", or "cuda:N": the GPU Ray assigned the trial (trainables/device.py), the first
+    visible one outside Ray."""
     workdir: Path
     """An empty scratch directory the task may use until `train` returns."""
     on_epoch: EpochCallback

@@ -97,6 +97,8 @@ def test_a_type_without_a_limit_adds_what_the_sweep_can_use():
     config = AutoscalingConfig((NodeType("gpu", {"CPU": 4, "GPU": 1}, None),))
     capacity = cluster_capacity([_node(HEAD, "head")], config, 1, 0.25, limit=10)
     assert [(a.count, a.trials_each) for a in capacity.addable] == [(3, 4)]  # 12 >= 10
+    nodes = [_node(HEAD, "head"), _node({"CPU": 2, "GPU": 1}, "w")]  # 2 trials up already
+    assert cluster_capacity(nodes, config, 1, 0.25, limit=10).addable[0].count == 2
 
 
 def test_without_a_config_only_the_nodes_up_count():
@@ -156,9 +158,21 @@ def test_config_from_the_cluster_config_an_autoscaler_reports():
     group = reported.node_group_configs.add(name="gpu", min_count=0, max_count=-1)
     group.resources.update({"CPU": 4, "GPU": 1})
     reported.node_group_configs.add(name="cpu", min_count=0, max_count=3).resources["CPU"] = 8
-    assert config_from_reported(reported) == AutoscalingConfig(
-        (NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, None), NodeType("cpu", {"CPU": 8.0}, 3))
+    reported.node_group_configs.add(name="head", max_count=1).resources["CPU"] = 4
+    config = config_from_reported(reported)
+    assert config == AutoscalingConfig(
+        (
+            NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, None),
+            NodeType("cpu", {"CPU": 8.0}, 3),
+            NodeType("head", {"CPU": 4.0}, 1),
+        ),
+        head_in_types=True,
     )
+    # No group says it is the head's: the head node up fills its own group.
+    capacity = cluster_capacity([_node(HEAD, "head")], config, 4, 0, limit=10)
+    # the head holds 1 trial, 3 cpu nodes 2 each, then gpu nodes (1 each) for the 3 left of 10
+    assert [(a.node_type.name, a.count) for a in capacity.addable] == [("cpu", 3), ("gpu", 3)]
+    assert capacity.total == 10
 
 
 MONITOR = "/venv/lib/python3.11/site-packages/ray/autoscaler/_private/monitor.py"

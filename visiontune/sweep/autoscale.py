@@ -41,6 +41,7 @@ class AutoscalingConfig:
 
     node_types: tuple[NodeType, ...]
     max_workers: int | None = None  # worker nodes in all, head excluded; None: no limit
+    head_in_types: bool = False  # the head counts against the type it matches (Ray's groups)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def config_from_reported(config: Any) -> AutoscalingConfig:
         )
         for group in config.node_group_configs
     )
-    return AutoscalingConfig(types)
+    return AutoscalingConfig(types, head_in_types=True)  # no group is marked as the head's
 
 
 def _node_type_of(resources: dict[str, float], types: tuple[NodeType, ...], used: dict) -> Any:
@@ -130,8 +131,8 @@ def cluster_capacity(
 ) -> Capacity:
     """The slots of the live `nodes` (dicts as `ray.nodes()` gives them, alive ones) and of the
     nodes `config` lets the autoscaler add for trials asking `cpu`/`gpu`. A live node counts
-    against the type whose CPUs and GPUs it has. A type without a limit adds the nodes `limit`
-    trials would need (no sweep runs more trials at once than it has)."""
+    against the type whose CPUs and GPUs it has. A type without a limit adds the nodes that
+    `limit` trials still need (no sweep runs more trials at once than it has)."""
     per_node = [trials_per_node(n.get("Resources", {}), cpu, gpu) for n in nodes]
     live = Capacity(sum(per_node), sum(1 for fits in per_node if fits))
     if config is None:
@@ -140,9 +141,10 @@ def cluster_capacity(
     workers = 0
     for node in nodes:
         resources = node.get("Resources", {})
-        if HEAD_RESOURCE in resources:
+        is_head = HEAD_RESOURCE in resources
+        if is_head and not config.head_in_types:
             continue
-        workers += 1
+        workers += not is_head
         node_type = _node_type_of(resources, config.node_types, used)
         if node_type is not None:
             used[node_type.name] += 1
@@ -152,8 +154,9 @@ def cluster_capacity(
     for node_type, each in sorted(candidates, key=lambda c: -c[1]):  # biggest first
         if each == 0 or room == 0:
             continue
-        if node_type.max_workers is None:
-            count = math.ceil(limit / each)
+        if node_type.max_workers is None:  # enough for the trials the others leave over
+            planned = live.live_slots + sum(a.slots for a in addable)
+            count = math.ceil(max(limit - planned, 0) / each)
         else:
             count = max(node_type.max_workers - used[node_type.name], 0)
         if room is not None:
@@ -221,11 +224,11 @@ def read_autoscaling_config(nodes: list[dict[str, Any]]) -> AutoscalingConfig | 
     if head is None or head == context.get_node_id():
         found = autoscaling_config_here(gcs_address)
     else:
-        found = _read_on_node(head, gcs_address)
+        found = read_config_on_node(head, gcs_address)
     return None if found is None else config_from_yaml(found)
 
 
-def _read_on_node(node_id: str, gcs_address: str) -> dict | None:
+def read_config_on_node(node_id: str, gcs_address: str) -> dict | None:
     """`compat.autoscaling_config_here` run on the node `node_id`; None if it cannot run."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

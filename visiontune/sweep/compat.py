@@ -1,12 +1,13 @@
 """Every place visiontune leans on something Ray or Optuna does not promise: Ray's environment
-variables, the one Optuna storage path the searcher needs, and the experiment-state mark that a
-trial stopped while paused needs. Each entry names the version it was checked on and why it is
-needed; when Ray or Optuna move, this is the file to re-check.
+variables, the one Optuna storage path the searcher needs, the experiment-state mark that a
+trial stopped while paused needs, and where a driver finds the autoscaler's node types. Each
+entry names the version it was checked on and why it is needed; when Ray or Optuna move, this is
+the file to re-check.
 
-Nothing here imports Ray (the loopback variables must be set before Ray is imported). The
-scheduler subclasses in visiontune.sweep.schedulers, which must import Ray, lean on two private
-members of Ray's schedulers; that module's docstring names them, and tests/sweep/test_schedulers.py
-pins both.
+Nothing here imports Ray at import time (the loopback variables must be set before Ray is
+imported; `reported_cluster_config` imports it when called). The scheduler subclasses in
+visiontune.sweep.schedulers, which must import Ray, lean on two private members of Ray's
+schedulers; that module's docstring names them, and tests/sweep/test_schedulers.py pins both.
 """
 
 from __future__ import annotations
