@@ -102,7 +102,7 @@ def _session_processes(session: int) -> list[int]:
 
 def _stop_session(session: int) -> list[int]:
     """Stop every process of `session` (SIGTERM, then SIGKILL); returns any still running."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 30)):
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
         for pid in _session_processes(session):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

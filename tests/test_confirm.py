@@ -172,3 +172,11 @@ def test_confirm_runs_each_configuration_per_seed_and_the_report_tests_them(swee
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (exp / "confirm").glob("trial_*")) == runs
     assert json.loads((exp / "confirm.json").read_text()) == rows
+
+
+def test_confirm_has_help_naming_its_defaults(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["confirm", "--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal
+    assert "--top-k" in out and "default 3" in out and "default 5, at least 2" in out

@@ -39,6 +39,7 @@ from visiontune.load import (
 from visiontune.provenance import data_fingerprint
 from visiontune.trainables.classifier import Normalize, Preprocess, to_input
 from visiontune.trainables.faster_rcnn.engine import compute_map
+from visiontune.trainables.yolo.offline import offline_ultralytics
 
 FIXTURE_BEST = ("40bf8aaf", "checkpoint_000002")  # the fixture's tuned best: trial, epoch 3's dir
 
@@ -274,27 +275,32 @@ def test_a_loaded_faster_rcnn_scores_the_map_its_evaluation_measured(easy_detect
 
 
 @pytest.mark.slow  # trains YOLO
-def test_a_loaded_yolo_finds_what_its_validation_found(easy_detection, tmp_path):
-    """Ultralytics' predictor (letterbox, single-label NMS) and validator (multi-label NMS, its
-    own AP) differ in detail, so the loaded detector's mAP@0.5 is compared within 0.05, and its
-    weights with the checkpoint's (the EMA, which validation scores) exactly."""
+def test_a_loaded_yolo_predicts_what_ultralytics_predicts_from_the_files(easy_detection, tmp_path):
+    """The same detections, to the bit, as ultralytics' own predictor reading the image files
+    (so the input preparation is what ultralytics does with a file), and a mAP@0.5 near its
+    validation's: its validator's multi-label NMS and its own AP differ in detail (0.84 vs
+    0.88 here after 20 epochs)."""
+    offline_ultralytics()  # before ultralytics is imported
+    from ultralytics import YOLO
+
     metrics = _train_detector("yolo", easy_detection, tmp_path / "out")
+    assert metrics["test_map50"] > 0.3, metrics  # it learnt: the comparisons mean something
     loaded = load_checkpoint(tmp_path / "out", "yolo", easy_detection)
     assert loaded.classes == easy_detection.names
-    assert metrics["test_map50"] > 0.2, metrics["test_map50"]
     loaded.model.conf = 0.001  # validation's threshold: mAP counts low-confidence detections
     test = easy_detection.splits["test"]
-    predictions = [
-        {key: value.cpu() for key, value in found.items()}
-        for found in loaded.model(loaded.preprocess(test.images))
-    ]
-    result = _map(predictions, _targets(test), loaded.classes)
-    assert abs(result["map50"] - metrics["test_map50"]) < 0.05, (result, metrics)
-    saved = torch.load(tmp_path / "out" / "last.pt", map_location="cpu", weights_only=False)
-    expected = saved["ema"].float().state_dict()
-    weights = loaded.model.yolo.model.state_dict()
-    assert weights.keys() == expected.keys()
-    assert all(torch.equal(weights[key], expected[key]) for key in expected)
+    found = loaded.model(loaded.preprocess(test.images))
+    reference = YOLO(str(tmp_path / "out" / "last.pt")).predict(
+        test.files, imgsz=loaded.model.imgsz, conf=0.001, device="cpu", verbose=False
+    )
+    for mine, theirs in zip(found, reference, strict=True):
+        assert torch.equal(mine["boxes"], theirs.boxes.xyxy)
+        assert torch.equal(mine["scores"], theirs.boxes.conf)
+        assert torch.equal(mine["labels"], theirs.boxes.cls.long())
+    result = _map(
+        [{k: v.cpu() for k, v in f.items()} for f in found], _targets(test), loaded.classes
+    )
+    assert abs(result["map50"] - metrics["test_map50"]) < 0.1, (result, metrics)
 
 
 # --- a real sweep: retrain its tuned best, load it -------------------------------------------

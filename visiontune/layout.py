@@ -17,9 +17,9 @@ TEST_FILE = "test_results.json"  # test-split evaluation of the seed and tuned-b
 SUMMARY_FILE = "sweep.json"  # size, wall time, slots, resources of the sweep
 SWEEP_LOG = "sweep.log"  # the console's lines, Ray's driver and worker output (appended)
 REPORT_DIR = "report"  # default output of `visiontune report`
-CONFIRM_DIR = "confirm"  # `visiontune confirm`: its Ray experiment (runs, checkpoints, TensorBoard)
-CONFIRM_PLAN_FILE = "plan.json"  # in CONFIRM_DIR: the runs a confirmation trains (its resume checks it)
-CONFIRM_FILE = "confirm.json"  # one row per confirmation run: role, trial, seed, val and test metrics
+CONFIRM_DIR = "confirm"  # `visiontune confirm`: its Ray run (trials, checkpoints, TensorBoard)
+CONFIRM_PLAN_FILE = "plan.json"  # in CONFIRM_DIR: the runs it trains (resume checks it)
+CONFIRM_FILE = "confirm.json"  # a row per confirmation run: role, trial, seed, metrics
 EXPERIMENT_DIR_ENV = "VISIONTUNE_EXPERIMENT_DIR"  # set by the driver for its Tune callbacks
 
 

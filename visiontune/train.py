@@ -43,6 +43,7 @@ def train_command(args: argparse.Namespace) -> int:
     config = task.build_config(_train_config(spec, args.config), args.config or args.space)
     out = _train_out(args.out)
     data = load_dataset(task.DATA_FORMAT, spec.data_source, spec.data_options)
+    _use_a_trials_threads(spec.cpus_per_trial)
     with tempfile.TemporaryDirectory(prefix="visiontune-train-") as scratch:
         checkpoint_dir = Path(scratch) / "checkpoint"
         checkpoint_dir.mkdir()
@@ -63,6 +64,15 @@ def train_command(args: argparse.Namespace) -> int:
             write_tree_atomically(out, lambda staging: _keep(checkpoint_dir, metrics, staging))
             print(f"Written: {out}/ (checkpoint, metrics.json)")
     return 0
+
+
+def _use_a_trials_threads(cpus_per_trial: float) -> None:
+    """torch's CPU threads as a trial of the spec gets them (tune_edge.trial_cpus: its CPU
+    share, at least one): another thread count sums in another order, and the CPU floats would
+    differ from the sweep's in the last digits."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus_per_trial)))
 
 
 def _train_out(value: str | None) -> Path | None:

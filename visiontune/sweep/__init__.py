@@ -1,7 +1,8 @@
 """The sweep: a Ray Tune run of a validated SweepSpec, in parts.
 
 * `compat`: Ray's environment variables and the Optuna storage access (versions checked).
-* `cluster`: attach to or start Ray, check the address, count slots, check shared storage.
+* `cluster`: attach to or start Ray, check the address, count slots, check shared storage;
+  `autoscale`: the slots and the fit check over the node types an autoscaler can still add.
 * `tuner`: the Tuner (trainable, searcher, scheduler, loggers, checkpoint retention) or its
   restore; `searcher` (visiontune's Optuna ask/tell searcher) and `schedulers` import Ray at
   import time and are loaded only when a Tuner is built.
