@@ -347,6 +347,10 @@ def test_a_sweep_prints_one_line_per_event_and_logs_everything(tmp_path, tiny_im
     log = (tmp_path / "runs" / "quiet" / SWEEP_LOG).read_text()
     assert " started (seed baseline): " in log and "] sweep ended: 3/3 trials (" in log
     assert "Trial status:" in log  # Ray's own output, kept in the log
+    # and the driver's output before and after Tune runs: the whole command is in the log
+    assert log.index("live curves: tensorboard --logdir") < log.index(" started (seed baseline): ")
+    assert "live curves: tensorboard --logdir" in out
+    assert log.index("] sweep ended: ") < log.index("Test split: evaluated seed baseline")
 
     loud = _tune(tmp_path, tiny_imagefolder, "loud", "--num-samples", 1, "--max-epochs", 1,
                  "--verbose")  # fmt: skip

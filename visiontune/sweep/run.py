@@ -16,7 +16,14 @@ from typing import Any
 
 from visiontune.errors import SweepInterrupted
 from visiontune.fileio import write_json
-from visiontune.layout import DATASET_FILE, EXPERIMENT_DIR_ENV, SPEC_FILE, SUMMARY_FILE, TEST_FILE
+from visiontune.layout import (
+    DATASET_FILE,
+    EXPERIMENT_DIR_ENV,
+    SPEC_FILE,
+    SUMMARY_FILE,
+    SWEEP_LOG,
+    TEST_FILE,
+)
 from visiontune.provenance import collect_provenance
 from visiontune.spec import SweepSpec
 from visiontune.storage import Experiment
@@ -41,6 +48,8 @@ def run_sweep(
     before its Tuner runs (Ray did not start, no node fits a trial, ...)."""
     import ray
 
+    from visiontune.console import SweepLog
+
     if resume:
         experiment.mirror()  # the CLI checked these files (visiontune.sweep.preflight)
         created: list[Path] = []
@@ -48,6 +57,9 @@ def run_sweep(
         created = experiment.claim()
     exp_dir = experiment.local
     started_ray = tuning = False
+    # The driver's own output before and after Tune runs goes to the screen and to sweep.log;
+    # while Tune runs, the console callback (visiontune.console) keeps the log.
+    log = SweepLog(exp_dir / SWEEP_LOG, echo=True)
     try:
         if not resume:
             (exp_dir / SPEC_FILE).write_text(spec.to_yaml())
@@ -79,7 +91,9 @@ def run_sweep(
         print(f"Experiment {experiment.location}; live curves: tensorboard --logdir {exp_dir} "
               "--host 127.0.0.1", flush=True)  # fmt: skip
         tuning = True
+        log.close()
         results = tuner.fit()
+        log = SweepLog(exp_dir / SWEEP_LOG, echo=True)
         runs[-1]["ended"] = time.time()
         started, unfinished = saved_trial_states(experiment)
         if unfinished or started < spec.num_samples:
@@ -90,7 +104,10 @@ def run_sweep(
                 f"{len(unfinished)} trial(s) unfinished, {started} of {spec.num_samples} started"
             )
         reconcile_trials(exp_dir, experiment.name, results, spec.epochs)
-        write_json(exp_dir / TEST_FILE, evaluate_on_test(spec, data, results))
+        tested = evaluate_on_test(spec, data, results)
+        write_json(exp_dir / TEST_FILE, tested)
+        print(f"Test split: evaluated {', '.join(row['role'] for row in tested) or 'nothing'}",
+              flush=True)  # fmt: skip
         summary.update(
             wall_time_s=sum(r["ended"] - r["started"] for r in runs if r["ended"] is not None),
             elapsed_s=runs[-1]["ended"] - runs[0]["started"],
@@ -100,10 +117,12 @@ def run_sweep(
         write_json(exp_dir / SUMMARY_FILE, summary)
         experiment.upload()
     except BaseException:
+        log.close()
         if not resume and not tuning:
             experiment.release(created)  # nothing ran: the name is free again
         raise
     finally:
+        log.close()
         if started_ray:
             ray.shutdown()
     return exp_dir
