@@ -90,7 +90,10 @@ class _Tee(io.TextIOBase):
         self.stream.flush()
 
     def isatty(self) -> bool:
-        return self.log.echo and self.stream.isatty()
+        try:
+            return self.log.echo and self.stream.isatty()
+        except ValueError:  # the stream it replaced was closed since (asked at exit)
+            return False
 
 
 class SweepLog:
