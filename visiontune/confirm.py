@@ -360,16 +360,19 @@ def evaluate_runs(
     Ray tasks with a run's resources; one row per run, in the plan's order."""
     import ray
 
-    from visiontune.sweep.evaluation import _evaluate_on_test_split, best_checkpoint, trial_id_of
+    from visiontune.sweep.evaluation import (
+        best_checkpoint,
+        evaluate_on_test_split,
+        trial_id_of,
+        trial_sized_task,
+    )
     from visiontune.sweep.ledger import error_line
     from visiontune.trainables import load_task
     from visiontune.trainables.contract import diverged_reason
 
     metrics = [m for m in load_task(spec.task).METRICS if m != "epoch"]
     by_config = {config_key(c["config"]): c for c in plan["candidates"]}
-    remote = ray.remote(_evaluate_on_test_split).options(
-        num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial
-    )
+    remote = trial_sized_task(evaluate_on_test_split, spec.cpus_per_trial, spec.gpus_per_trial)
     data_ref = ray.put(data)
     rows, futures = [], []
     for result in results:

@@ -56,7 +56,7 @@ def checkpoints_to_test(spec: SweepSpec, results: Any) -> list[dict[str, Any]]:
     return picks
 
 
-def _evaluate_on_test_split(task_name: str, checkpoint: Any, data: Any) -> dict[str, Any]:
+def evaluate_on_test_split(task_name: str, checkpoint: Any, data: Any) -> dict[str, Any]:
     """Runs as a Ray task: the task's test-split metrics of one checkpoint."""
     from visiontune.trainables import load_task
 
@@ -85,7 +85,7 @@ def evaluate_on_test(spec: SweepSpec, data: Any, results: Any) -> list[dict[str,
     from visiontune.trainables import load_task
 
     metrics = [m for m in load_task(spec.task).METRICS if m != "epoch"]
-    remote = trial_sized_task(_evaluate_on_test_split, spec.cpus_per_trial, spec.gpus_per_trial)
+    remote = trial_sized_task(evaluate_on_test_split, spec.cpus_per_trial, spec.gpus_per_trial)
     data_ref = ray.put(data)
     picks = checkpoints_to_test(spec, results)
     futures = [remote.remote(spec.task, item["pick"][0], data_ref) for item in picks]
