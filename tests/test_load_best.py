@@ -218,7 +218,7 @@ def test_loading_a_model_leaves_the_callers_random_state_alone(classifier_run):
 # --- detectors: a checkpoint of `visiontune train --out`, loaded as load_best loads it --------
 
 DETECTORS = {  # settings a from-scratch detector learns the easy set with (tests/tiny_data.py)
-    "faster_rcnn": (4, {
+    "faster_rcnn": (6, {
         "box_batch_size_per_image": 32, "rpn_batch_size_per_image": 64,
         "rpn_post_nms_top_n_test": 50, "warmup_epochs": 0.0, "lr": 0.01, "batch_size": 4,
     }),
@@ -278,8 +278,8 @@ def test_a_loaded_faster_rcnn_scores_the_map_its_evaluation_measured(easy_detect
 def test_a_loaded_yolo_predicts_what_ultralytics_predicts_from_the_files(easy_detection, tmp_path):
     """The same detections, to the bit, as ultralytics' own predictor reading the image files
     (so the input preparation is what ultralytics does with a file), and a mAP@0.5 near its
-    validation's: its validator's multi-label NMS and its own AP differ in detail (0.84 vs
-    0.88 here after 20 epochs)."""
+    validation's: its validator's multi-label NMS and its own AP differ in detail (0.03
+    apart when this was written)."""
     offline_ultralytics()  # before ultralytics is imported
     from ultralytics import YOLO
 

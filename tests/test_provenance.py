@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -136,22 +137,37 @@ def test_without_cpuinfo_the_cpu_model_comes_from_platform(tmp_path):
     )
 
 
-def test_gpu_names_are_unknown_when_torch_cuda_fails(monkeypatch):
-    import torch
+def _nvidia_smi(tmp_path, monkeypatch, script: str) -> None:
+    """An nvidia-smi executable first on PATH (this machine has no NVIDIA driver)."""
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(f"#!/bin/sh\n{script}\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
 
-    def broken() -> bool:
-        raise RuntimeError("driver mismatch")
 
-    monkeypatch.setattr(torch.cuda, "is_available", broken)
+def test_gpu_names_are_none_without_an_nvidia_driver(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
+    assert provenance.gpu_names() == []
+
+
+def test_gpu_names_are_what_nvidia_smi_lists(monkeypatch, tmp_path):
+    _nvidia_smi(tmp_path, monkeypatch, "printf 'NVIDIA H200\\nNVIDIA H200\\n'")
+    assert provenance.gpu_names() == ["NVIDIA H200", "NVIDIA H200"]
+
+
+def test_gpu_names_are_unknown_when_nvidia_smi_fails(monkeypatch, tmp_path):
+    _nvidia_smi(
+        tmp_path, monkeypatch, "echo 'Failed to initialize NVML: Driver mismatch' >&2; exit 9"
+    )
     assert provenance.gpu_names() == UNKNOWN
 
 
-def test_gpu_names_are_the_devices_torch_sees():
+def test_gpu_names_do_not_initialise_cuda_in_the_driver():
     import torch
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    names = provenance.gpu_names()
-    assert isinstance(names, list) and len(names) == count
+    provenance.gpu_names()
+    assert not torch.cuda.is_initialized()
 
 
 # --- data ----------------------------------------------------------------------------------

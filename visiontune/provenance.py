@@ -118,15 +118,24 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 
 def gpu_names() -> list[str] | str:
-    """Names of the GPUs torch can use here ([] for none); "unknown" if torch cannot tell."""
-    try:
-        import torch
+    """Names of the NVIDIA GPUs on this machine ([] for none); "unknown" if nvidia-smi is there
+    but cannot tell. Asked of nvidia-smi, not torch: torch would create a CUDA context in the
+    driver process, which holds GPU memory for the whole sweep on a GPU head node. Each trial
+    records the device it used itself (trainables/device.py)."""
+    import shutil
+    import subprocess
 
-        if not torch.cuda.is_available():
-            return []
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # a broken driver must not fail the sweep; the record says so
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # a broken driver must not fail the sweep
         return UNKNOWN
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def data_fingerprint(data: Any) -> dict[str, Any]:
