@@ -30,12 +30,9 @@ from typing import Any
 
 import pandas as pd
 
-from visiontune.analysis.results import Experiment, is_number
+from visiontune.analysis.results import Experiment, is_number, read_rows
 from visiontune.best import Objective
-from visiontune.errors import InputError
-from visiontune.fileio import read_json_file
 from visiontune.layout import CONFIRM_FILE
-from visiontune.params import short_repr
 
 ALPHA = 0.05  # the significance level of the report's sentence
 LEVEL = 0.95  # the confidence level of the intervals
@@ -58,16 +55,7 @@ def test_split_key(metric: str) -> str:
 def read_confirmation(path: Path) -> list[dict[str, Any]]:
     """confirm.json: one object per confirmation run; [] when the file does not exist. A row
     without a role, a training seed or a trial id (null allowed) is a damaged file."""
-    rows = read_json_file(path, list, [])
-    for index, row in enumerate(rows):
-        where = f"{path}: [{index}]"
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: expected an object, got {short_repr(row)}")
-        for key, kind, expected in ROW_KEYS:
-            value = row.get(key)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise InputError(f"{where}.{key}: expected {expected}, got {short_repr(value)}")
-    return rows
+    return read_rows(path, ROW_KEYS)
 
 
 # --- the statistics ---------------------------------------------------------------------------

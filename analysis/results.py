@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,19 +92,29 @@ TEST_ROW_KEYS = (  # what every test_results.json row holds (visiontune.sweep.ev
 )
 
 
-def read_test_results(path: Path) -> list[dict[str, Any]]:
-    """test_results.json: one object per evaluated checkpoint, with its `role` (a seed point or
-    "tuned best"), `trial_id` and `epoch` (null if the trial did not report them); [] before the
-    sweep's test evaluation."""
+def read_rows(path: Path, keys: Sequence[tuple[str, Any, str]]) -> list[dict[str, Any]]:
+    """A JSON list of objects ([] when the file does not exist) in which each (key, type(s),
+    what to expect) of `keys` holds a value of its type (a bool is never a number); anything
+    else is a damaged file, named with the row and key in one line."""
     rows = read_json_file(path, list, [])
     for index, row in enumerate(rows):
         where = f"{path}: [{index}]"
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected an object, got {short_repr(row)}")
-        for key, kind, expected in TEST_ROW_KEYS:
+        for key, kind, expected in keys:
             value = row.get(key)
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise InputError(f"{where}.{key}: expected {expected}, got {short_repr(value)}")
+    return rows
+
+
+def read_test_results(path: Path) -> list[dict[str, Any]]:
+    """test_results.json: one object per evaluated checkpoint, with its `role` (a seed point or
+    "tuned best"), `trial_id` and `epoch` (null if the trial did not report them); [] before the
+    sweep's test evaluation."""
+    rows = read_rows(path, TEST_ROW_KEYS)
+    for index, row in enumerate(rows):
+        where = f"{path}: [{index}]"
         per_class = row.get("per_class", {})
         if not isinstance(per_class, dict) or not all(
             isinstance(v, dict) for v in per_class.values()
