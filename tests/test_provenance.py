@@ -114,9 +114,8 @@ def test_this_package_reports_the_commit_of_the_checkout_it_runs_from():
     head = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
     )
-    if head.returncode != 0:
-        pytest.skip("the tests do not run from a git checkout")
-    assert code_version()["commit"] == head.stdout.strip()
+    expected = head.stdout.strip() if head.returncode == 0 else UNKNOWN  # e.g. a copied tree
+    assert code_version()["commit"] == expected
 
 
 # --- machine -------------------------------------------------------------------------------
