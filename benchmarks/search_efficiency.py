@@ -9,6 +9,7 @@ Run (from the repository root):
     .venv/bin/python benchmarks/search_efficiency.py --data DIR        # any ImageFolder instead
     .venv/bin/python benchmarks/search_efficiency.py --methods default,random_fifo --reps 3
     .venv/bin/python benchmarks/search_efficiency.py --task yolo --quick   # detector: study check
+    .venv/bin/python benchmarks/search_efficiency.py --out DIR --resume    # go on where DIR stopped
 
 Goal: visiontune's default (search_spaces/classifier.yaml's searcher and scheduler as shipped)
 reaches the baseline's median final best within <= 0.33 of the baseline's budget.
@@ -56,9 +57,13 @@ ASHA/median grace period, reduction factor and TPE/GP startup trials come from t
 Output, printed and under --out (default benchmarks/results/search_efficiency/): curves.csv and
 curves.png (median and IQR over repetitions of the best-so-far curve), runs.csv (one row per
 sweep), events.csv (every trial-epoch of every sweep, in report order: the curves can be rebuilt
-from it), summary.txt (the tables below). Ray's and Tune's console output goes to console.log
-beside the sweeps (a temporary directory unless --storage names one; its end is printed if the
-run fails).
+from it), summary.txt (the tables below), settings.json (what decides a sweep besides its
+method). Each sweep is recorded as soon as it ends: `--resume` with the same --out and settings
+reuses every recorded sweep whose method still has the same searcher and scheduler, and runs
+only the rest (so a long run can be split over several sittings; a recorded sweep's wall time is
+its own, and its test score source says "recorded"). Ray's and Tune's console output goes to
+console.log beside the sweeps (a temporary directory unless --storage names one; its end is
+printed if the run fails).
 For every visiontune sweep the Optuna study is checked against the trials: each PRUNED/COMPLETE
 study trial's intermediate values are exactly the epochs its trial reported, a PRUNED one's value
 is its last epoch, a COMPLETE one's its best epoch. With `--task faster_rcnn|yolo` that check is
@@ -526,6 +531,7 @@ class Settings:
     assignments: tuple[str, ...]
     out: Path
     quick: bool = False
+    data_label: str = ""  # --data, the generated set's size, or "embedded" (for --resume)
 
     @property
     def budget(self) -> int:
@@ -773,6 +779,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "search_efficiency"))
     parser.add_argument("--storage", help="keep the sweeps here (default: a temporary directory)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the sweeps --out already records for these settings; run only the rest",
+    )
     return parser.parse_args(argv)
 
 
@@ -797,7 +808,17 @@ def settings_from(args: argparse.Namespace, table: Mapping[str, Method], scratch
         slots=args.slots, seed=args.seed, methods=methods,
         data_source=data_source(args, scratch), assignments=tuple(assignments),
         out=Path(args.out).expanduser().resolve(), quick=args.quick,
+        data_label=data_label(args),
     )  # fmt: skip
+
+
+def data_label(args: argparse.Namespace) -> str:
+    """The data a run uses, stable across runs (a generated set lives in a new temporary dir)."""
+    if args.data:
+        return str(Path(args.data).expanduser().resolve())
+    if args.quick or args.images:
+        return f"generated ({args.images or 'quick'} images)"
+    return "embedded"
 
 
 def data_source(args: argparse.Namespace, scratch: Path) -> str | None:
@@ -871,21 +892,26 @@ def run_all(settings: Settings, shipped: dict[str, Any], table: Mapping[str, Met
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
     sweeps: list[Sweep] = []
     total = settings.reps * len(settings.methods)
+    recorded = recorded_sweeps(settings, shipped, table, first.mode)
     try:
         for rep in range(settings.reps):
             for key in settings.methods:
+                if (key, rep) in recorded:
+                    sweeps.append(recorded[key, rep])
+                    output.say(progress_line(sweeps[-1], settings.budget, total, len(sweeps)))
+                    continue
                 sweep, spec = run_one(table[key], rep, settings, shipped, data, storage)
                 analyse(sweep, spec, data, settings.budget)
                 sweeps.append(sweep)
-                record_sweep(settings.out, sweep)
+                record_sweep(settings.out, sweep, method_config(table[key], shipped))
                 output.say(progress_line(sweep, settings.budget, total, len(sweeps)))
     finally:
         ray.shutdown()
     return sweeps, first
 
 
-def record_sweep(out: Path, sweep: Sweep) -> None:
-    append_csv(out / "runs.csv", pd.DataFrame([sweep_record(sweep)]))
+def record_sweep(out: Path, sweep: Sweep, config: str) -> None:
+    append_csv(out / "runs.csv", pd.DataFrame([{**sweep_record(sweep), "config": config}]))
     events = sweep.events.drop(columns=["dir", "checkpoint"]).assign(
         method=sweep.method, rep=sweep.rep + 1, order=range(1, len(sweep.events) + 1)
     )
@@ -893,6 +919,90 @@ def record_sweep(out: Path, sweep: Sweep) -> None:
         out / "events.csv",
         events[["method", "rep", "order", "trial_id", "epoch", "value", "timestamp"]],
     )
+
+
+# --- resuming a run from its recorded sweeps ------------------------------------------------
+
+
+def method_config(method: Method, shipped: Mapping[str, Any]) -> str:
+    """What a method runs (its searcher and scheduler sections, peer or not), as recorded with
+    each of its sweeps: a recorded sweep is reused only while this is unchanged."""
+    searcher, scheduler = method.sections(shipped)
+    searcher = {k: v for k, v in searcher.items() if k != "seed"}  # the rep sets the seed
+    return json.dumps({"searcher": searcher, "scheduler": scheduler, "peer": method.peer},
+                      sort_keys=True)  # fmt: skip
+
+
+def run_fingerprint(settings: Settings, shipped: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything besides the method that decides what a sweep does: a resumed run must match."""
+    fixed = {k: v for k, v in shipped.items() if k not in ("searcher", "scheduler", "num_samples")}
+    return {
+        "task": settings.task, "epochs": settings.epochs, "trials": settings.trials,
+        "slots": settings.slots, "seed": settings.seed, "data": settings.data_label,
+        "assignments": list(settings.assignments), "spec": fixed,
+    }  # fmt: skip
+
+
+def start_records(settings: Settings, shipped: Mapping[str, Any], resume: bool) -> None:
+    """Write settings.json for this run; without --resume (or when the recorded run had other
+    settings, which is refused) the recorded sweeps are removed first."""
+    path = settings.out / "settings.json"
+    fingerprint = run_fingerprint(settings, shipped)
+    if resume and path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != fingerprint:
+            changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
+            print(f"error: --resume: {path}: recorded with other settings ({', '.join(changed)}); "
+                  "rerun without --resume or with another --out", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+    else:
+        for name in ("runs.csv", "events.csv", "summary.txt"):
+            (settings.out / name).unlink(missing_ok=True)
+    path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+
+
+def recorded_sweeps(settings: Settings, shipped: Mapping[str, Any],
+                    table: Mapping[str, Method], mode: str) -> dict[tuple[str, int], Sweep]:  # fmt: skip
+    """The sweeps runs.csv and events.csv already hold for this run's methods and repetitions,
+    with the method's configuration unchanged, keyed (method, rep); the files are rewritten to
+    hold only those (a method whose settings changed runs again)."""
+    runs_path, events_path = settings.out / "runs.csv", settings.out / "events.csv"
+    if not runs_path.exists() or not events_path.exists():
+        return {}
+    runs = pd.read_csv(runs_path, dtype={"pick_trial": str}, keep_default_na=False)
+    events = pd.read_csv(events_path, dtype={"trial_id": str})
+    wanted = {(k, rep + 1): method_config(table[k], shipped) for k in settings.methods
+              for rep in range(settings.reps)}  # fmt: skip
+    keep = runs[[wanted.get((m, int(r))) == c for m, r, c in
+                 zip(runs["method"], runs["rep"], runs["config"], strict=True)]]  # fmt: skip
+    keep = keep.drop_duplicates(["method", "rep"], keep="last")
+    pairs = set(zip(keep["method"], keep["rep"].astype(int), strict=True))
+    kept_events = events[[(m, int(r)) in pairs for m, r in
+                          zip(events["method"], events["rep"], strict=True)]]  # fmt: skip
+    keep.to_csv(runs_path, index=False, float_format="%.6g")
+    kept_events.to_csv(events_path, index=False, float_format="%.6g")
+    sweeps = {}
+    for row in keep.to_dict("records"):
+        mine = kept_events[
+            (kept_events["method"] == row["method"]) & (kept_events["rep"] == row["rep"])
+        ]
+        sweeps[row["method"], int(row["rep"]) - 1] = sweep_from_record(row, mine, settings, mode)
+    return sweeps
+
+
+def sweep_from_record(row: Mapping[str, Any], events: pd.DataFrame, settings: Settings,
+                      mode: str) -> Sweep:  # fmt: skip
+    """A Sweep as analyse() left it, from its runs.csv row and its events.csv rows."""
+    events = events.sort_values("order")[["trial_id", "epoch", "value", "timestamp"]]
+    events = events.reset_index(drop=True)
+    curve = curve_on_grid(events["value"], settings.budget, mode)
+    pick = {"trial_id": row["pick_trial"], "epoch": row["pick_epoch"]} if row["pick_trial"] else {}
+    return Sweep(
+        row["method"], int(row["rep"]) - 1, int(row["searcher_seed"]), int(row["num_samples"]),
+        float(row["wall_s"]), Path(), events, final_best=float(curve[-1]), pick=pick,
+        test=float(row["test"]) if row["test"] != "" else math.nan,
+        test_from=f"{row['test_from']}, recorded", study=str(row["study"]), curve=curve,
+    )  # fmt: skip
 
 
 def results(sweeps: list[Sweep], settings: Settings, spec: Any,
@@ -918,7 +1028,7 @@ def results(sweeps: list[Sweep], settings: Settings, spec: Any,
     ]
     retrained = [s for s in sweeps if s.test_from.startswith("retrained")]
     if retrained:
-        matched = sum(s.test_from == "retrained" for s in retrained)
+        matched = sum(s.test_from.removesuffix(", recorded") == "retrained" for s in retrained)
         lines.append(f"picks retrained for their test score: {len(retrained)}, validation score "
                      f"reproduced in {matched}")  # fmt: skip
     return lines, target
@@ -942,8 +1052,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = settings_from(args, table, Path(scratch))
         settings.out.mkdir(parents=True, exist_ok=True)
         storage.mkdir(parents=True, exist_ok=True)
-        for name in ("runs.csv", "events.csv"):
-            (settings.out / name).unlink(missing_ok=True)
+        start_records(settings, shipped, args.resume)
         terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w")
         output = Output(terminal)
         output.say(*header_lines(settings, shipped, table, dropped))
@@ -952,7 +1061,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         terminal.close()
     labels = {k: table[k].label(shipped) for k in settings.methods}
     lines, target = results(sweeps, settings, spec, labels)
-    lines.append(f"wall time {time.perf_counter() - start:.0f} s; files: {settings.out}")
+    lines.append(
+        f"wall time {time.perf_counter() - start:.0f} s (the sweeps' own: "
+        f"{sum(s.wall_s for s in sweeps):.0f} s); files: {settings.out}"
+    )
     print("\n".join(lines))
     write_curves(
         settings.out, sweeps, settings.methods, labels, settings.budget, spec.metric, target
