@@ -387,15 +387,6 @@ def confirmation_notes(experiment: Experiment) -> list[str]:
     return [significance_sentence(confirmation), "\n".join(notes)]
 
 
-def confirmed_best_source(experiment: Experiment) -> dict[str, Any] | None:
-    """What best_config.yaml names when a confirmation picked the tuned best: its role and
-    sweep trial; None without a confirmation (or without a confirmed best)."""
-    confirmation = load_confirmation(experiment)
-    if confirmation is None or confirmation.best is None:
-        return None
-    return {"role": confirmation.best, "trial_id": confirmation.trial_of(confirmation.best)}
-
-
 def confirmed_config_header(experiment: Experiment) -> str | None:
     """best_config.yaml's first line for the confirmed tuned best; None without one."""
     confirmation = load_confirmation(experiment)

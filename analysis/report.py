@@ -22,10 +22,10 @@ import yaml
 
 from visiontune.analysis.confirmation import (
     confirmation_notes,
-    confirmed_best_source,
     confirmed_config_header,
     confirmed_tables,
     read_confirmation,
+    test_split_key,
 )
 from visiontune.analysis.formats import html_document, latex_document
 from visiontune.analysis.plots import PLOT_FILES, Plot, report_plots
@@ -35,7 +35,7 @@ from visiontune.analysis.tables import task_tables
 from visiontune.errors import InputError
 from visiontune.fileio import write_atomic
 from visiontune.layout import CONFIRM_FILE, REPORT_DIR, SPEC_FILE
-from visiontune.load import keep_best_checkpoint
+from visiontune.load import REPORT_CHECKPOINT, best_run, keep_best_checkpoint
 from visiontune.provenance import provenance_lines
 
 TOP_N = 10
@@ -137,17 +137,21 @@ def _wall_line(summary: dict[str, Any]) -> str:
 
 
 def best_config(experiment: Experiment) -> dict[str, Any] | None:
-    """The tuned best's config: the confirmed one where `visiontune confirm` ran."""
-    best = confirmed_best_source(experiment) or next(
-        (row for row in experiment.test if row["role"] == "tuned best"), None
-    )
+    """The tuned best's config (visiontune.load.best_run): the confirmed configuration with the
+    training seed of the run report/best_checkpoint/ holds, where `visiontune confirm` ran."""
+    best = best_run(experiment)
     if best is None:
         return None
-    match = experiment.trials[experiment.trials["trial_id"] == best["trial_id"]]
+    match = experiment.trials[experiment.trials["trial_id"] == best.row["trial_id"]]
     if match.empty:
         return None
     row = match.iloc[0]
-    return {c.removeprefix("config/"): _plain(row[c]) for c in row.index if c.startswith("config/")}
+    config = {
+        c.removeprefix("config/"): _plain(row[c]) for c in row.index if c.startswith("config/")
+    }
+    if best.seed is not None:
+        config["seed"] = best.seed
+    return config
 
 
 def _plain(value: Any) -> Any:
@@ -166,8 +170,9 @@ def importance_table(facts: StudyFacts) -> pd.DataFrame:
 
 def paper_tables(experiment: Experiment, facts: StudyFacts) -> list[tuple[str, pd.DataFrame]]:
     """report.tex's tables (caption, cells as report.md shows them, `mean ± std` where a
-    confirmation measured a spread): the task's, the confirmation's, the importances."""
-    tables = [*task_tables(experiment), *confirmed_tables(experiment)]
+    confirmation measured a spread), in report.md's order: the confirmation's, the task's, the
+    importances."""
+    tables = [*confirmed_tables(experiment), *task_tables(experiment)]
     if facts.importances:
         tables.append((f"Hyperparameter importance for {experiment.spec.metric} (PED-ANOVA)",
                        importance_table(facts)))  # fmt: skip
@@ -272,5 +277,13 @@ def best_config_text(experiment: Experiment, out: Path) -> str | None:
         f"# Best configuration of {experiment.path.name}: trial {best.get('trial_id')}, "
         f"epoch {best.get('epoch')}, {experiment.spec.metric} {best.get(experiment.spec.metric)}\n"
     )
+    run = best_run(experiment)
+    if run is not None and run.seed is not None:
+        test = test_split_key(experiment.spec.metric)
+        header += (
+            f"# report/{REPORT_CHECKPOINT}/ and visiontune.load_best: its training-seed-{run.seed} "
+            f"run (confirmation run {run.row['run_id']}), epoch {run.row.get('epoch')}, "
+            f"{experiment.spec.metric} {run.row.get(experiment.spec.metric)}, {test} {run.row.get(test)}\n"
+        )
     header += f"# Reproduce: visiontune train {experiment.path / SPEC_FILE} --config {out / 'best_config.yaml'}\n"
     return header + yaml.safe_dump(config, sort_keys=False)

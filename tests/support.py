@@ -116,3 +116,27 @@ def check_study_against_trials(exp: Path, epochs: int, metric: str = "val_acc") 
             assert status[row.name]["status"] == "TERMINATED" and row["epochs"] == epochs
             assert trial.state == optuna.trial.TrialState.COMPLETE
             assert trial.value == pytest.approx(row[metric], abs=0, rel=1e-12)
+
+
+def classifier_test_accuracy(best: Any, test_dir: Path) -> float:
+    """The accuracy of a loaded classifier (visiontune.load_best's TunedModel) on an ImageFolder
+    split, predicted from the decoded files; its class names must be the split's folders."""
+    import torch
+
+    from visiontune.data.imagefolder import decode_image
+
+    classes = sorted(p.name for p in test_dir.iterdir() if p.is_dir())
+    assert best.classes == tuple(classes)
+    files = [
+        (path, label)
+        for label, name in enumerate(classes)
+        for path in sorted((test_dir / name).iterdir())
+    ]
+    images = [decode_image(path) for path, _ in files]
+    with torch.no_grad():
+        predicted = torch.cat([
+            best.model(best.preprocess(images[start : start + 256])).argmax(1)
+            for start in range(0, len(images), 256)
+        ])  # fmt: skip
+    correct = int((predicted == torch.tensor([label for _, label in files])).sum())
+    return correct / len(files)

@@ -5,6 +5,7 @@ confirmation of the shared finished sweep on Ray, reported on."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import copy_fixture, visiontune
+from support import classifier_test_accuracy, copy_fixture, visiontune
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import metadata
 
 from visiontune.analysis.results import is_number, load_experiment
 from visiontune.cli import main
 from visiontune.confirm import make_plan, pick_candidates, run_points
+from visiontune.load import REPORT_CHECKPOINT, load_best
 
 SEEDS = {"seed baseline": "83a65642", "seed custom": "ca4b25fb"}  # tests/fixtures/experiment
 TUNED = ["40bf8aaf", "6d774a91", "74a56283"]  # its other trials, best val_acc first
@@ -28,6 +32,23 @@ def _params(exp: Path, trial: str) -> dict:
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _plugin_values(path: Path, tag: str) -> list[bytes]:
+    """The HParams plugin payloads written under `tag` in the event files directly in `path`,
+    read with TensorBoard's own event loader."""
+    return [
+        value.metadata.plugin_data.content
+        for events in sorted(path.glob("events.out.tfevents.*"))
+        for event in EventFileLoader(str(events)).Load()
+        for value in event.summary.value
+        if value.tag == tag
+    ]
+
+
+def _session_start(run_dir: Path):
+    [content] = _plugin_values(run_dir, metadata.SESSION_START_INFO_TAG)
+    return metadata.parse_session_start_info_plugin_data(content)
 
 
 def _refused(capsys, exp: Path, *args: str) -> str:
@@ -160,7 +181,30 @@ def test_confirm_runs_each_configuration_per_seed_and_the_report_tests_them(swee
     tuned = next(r["trial_id"] for r in rows if r["role"] == "tuned #1")
     text = (exp / "report" / "best_config.yaml").read_text()
     assert f"confirmed over 2 training seeds: tuned #1, sweep trial {tuned}" in text.splitlines()[0]
-    assert yaml.safe_load(text) == _params(exp, tuned)
+    assert yaml.safe_load(text) == _params(exp, tuned)  # its seed: the sweep's, 0
+
+    # the model in hand is that configuration's seed-0 confirmation run: the run
+    # best_config.yaml trains again, tested to confirm.json's numbers
+    run = next(r for r in rows if r["role"] == "tuned #1" and r["seed"] == 0)
+    assert f"(confirmation run {run['run_id']}), epoch {run['epoch']}" in text.splitlines()[1]
+    best = load_best(exp)
+    assert (best.role, best.seed, best.trial_id, best.epoch) == ("tuned #1", 0, tuned, run["epoch"])
+    assert best.checkpoint.parent == exp / "confirm" / f"trial_{run['run_id']}"
+    kept = exp / "report" / REPORT_CHECKPOINT / "checkpoint.pt"
+    assert os.path.samefile(best.checkpoint / "checkpoint.pt", kept)
+    assert classifier_test_accuracy(best, Path(sweep["data"]) / "test") == run["test_acc"]
+
+    # TensorBoard's HParams tab: one session per run, grouped by configuration, the role declared
+    runs_dirs = [d for d in (exp / "confirm").glob("trial_*") if d.is_dir()]
+    sessions = [_session_start(run_dir) for run_dir in runs_dirs]
+    assert Counter(s.group_name for s in sessions) == Counter(r["role"] for r in rows)
+    for session in sessions:
+        assert session.hparams["role"].string_value == session.group_name
+        assert "seed" not in session.hparams and "lr" in session.hparams
+    [declared] = _plugin_values(exp / "confirm", metadata.EXPERIMENT_TAG)
+    infos = {i.name: i for i in metadata.parse_experiment_plugin_data(declared).hparam_infos}
+    roles = [v.string_value for v in infos["role"].domain_discrete.values]
+    assert roles == ["seed baseline", "seed custom", "tuned #1"] and "seed" not in infos
 
     # again: done, nothing trained; without confirm.json (killed while testing): the finished
     # runs are restored, none trained again, and tested to the same numbers

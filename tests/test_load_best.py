@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import REPO, copy_fixture, visiontune
+from support import REPO, classifier_test_accuracy, copy_fixture, visiontune
 from tiny_data import write_detection_dataset
 
 from visiontune.analysis.report import write_report
@@ -351,22 +351,7 @@ def test_load_best_predicts_the_test_split_with_the_reports_tuned_best_accuracy(
     assert os.path.samefile(
         best.checkpoint / "checkpoint.pt", reported / "report" / REPORT_CHECKPOINT / "checkpoint.pt"
     )
-    test_dir = Path(sweep["data"]) / "test"
-    classes = sorted(p.name for p in test_dir.iterdir() if p.is_dir())
-    assert best.classes == tuple(classes)
-    files = [
-        (path, label)
-        for label, name in enumerate(classes)
-        for path in sorted((test_dir / name).iterdir())
-    ]
-    images = [decode_image(path) for path, _ in files]
-    with torch.no_grad():
-        predicted = torch.cat([
-            best.model(best.preprocess(images[start : start + 256])).argmax(1)
-            for start in range(0, len(images), 256)
-        ])  # fmt: skip
-    correct = int((predicted == torch.tensor([label for _, label in files])).sum())
-    assert correct / len(files) == tested["test_acc"]
+    assert classifier_test_accuracy(best, Path(sweep["data"]) / "test") == tested["test_acc"]
 
 
 @pytest.mark.ray

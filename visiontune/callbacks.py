@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +116,29 @@ def experiment_summary(
     return _plugin_summary(hp_metadata.EXPERIMENT_TAG, experiment=experiment)
 
 
+SessionOf = Callable[[Mapping[str, Any]], tuple[str, Mapping[str, Any]]]
+"""A trial config -> (HParams session group, the hparams its session records)."""
+
+
 class TensorBoardCallback(Callback):
+    """Scalars per trial and the HParams plugin's experiment and sessions. Each trial is a
+    session in a group of its own (its trial id) recording its whole config, unless `session_of`
+    says otherwise: the HParams tab aggregates the sessions of one group into one row (e.g. a
+    confirmation's runs of one configuration over its training seeds)."""
+
+    session_of: SessionOf | None = None  # also for instances pickled before it existed (resume)
+
     def __init__(
         self,
         experiment_dir: str | Path,
         fixed: Mapping[str, Any],
         search: Mapping[str, Distribution],
         metrics: Sequence[str],
+        session_of: SessionOf | None = None,
     ) -> None:
         self.experiment_dir = Path(experiment_dir)
         self.summary = experiment_summary(fixed, search, metrics)
+        self.session_of = session_of
         self.metrics = tuple(metrics)
         self.writers: dict[str, SummaryWriter] = {}
         self.started: set[str] = set()
@@ -147,7 +160,10 @@ class TensorBoardCallback(Callback):
             return  # restored after a failure: the session is already open
         self.started.add(trial.trial_id)
         writer = self._writer(trial)
-        writer.file_writer.add_summary(session_start_summary(trial.config, trial.trial_id))
+        group, hparams = (
+            self.session_of(trial.config) if self.session_of else (trial.trial_id, trial.config)
+        )
+        writer.file_writer.add_summary(session_start_summary(hparams, group))
         writer.flush()
 
     def on_trial_result(

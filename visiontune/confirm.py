@@ -66,6 +66,7 @@ from visiontune.storage import Experiment, is_uri, open_experiment
 from visiontune.sweep.ledger import sweep_finished
 
 SEED_KEY = "seed"  # every task's Config: weight init, shuffling and augmentation draws
+ROLE_KEY = "role"  # the HParams tab's name for a run's configuration ("seed baseline", "tuned #1")
 DEFAULT_TOP_K, DEFAULT_SEEDS = 3, 5
 
 
@@ -210,8 +211,8 @@ def check_saved_plan(confirm_dir: Path, plan: dict[str, Any], location: str) -> 
 
 
 def _console_spec(spec: SweepSpec, plan: dict[str, Any]) -> SweepSpec:
-    """The spec as the confirmation's console and TensorBoard see it: one "trial" per run, and
-    the seed shown (and declared to the HParams tab) as the parameter that varies."""
+    """The spec as the confirmation's console sees it: one "trial" per run, and the seed shown
+    as the parameter that varies."""
     from visiontune.spec_file import Choice
 
     seeds = Choice(distribution="choice", values=list(plan["seeds"]))
@@ -223,38 +224,40 @@ def _console_spec(spec: SweepSpec, plan: dict[str, Any]) -> SweepSpec:
     )
 
 
+@dataclass(frozen=True)
+class RoleSessions:
+    """A confirmation run's HParams session: grouped by its configuration's role, so the tab
+    shows one row per configuration aggregated over its training seeds (each run stays its own
+    run, EXP/confirm/trial_<id>, in the Scalars tab); it records the configuration and its role,
+    not the seed, which varies inside the group."""
+
+    roles: dict[str, str]  # config_key -> role
+
+    def __call__(self, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        role = self.roles.get(config_key(config), "?")
+        return role, {**{k: v for k, v in config.items() if k != SEED_KEY}, ROLE_KEY: role}
+
+
+def _tensorboard_view(spec: SweepSpec, plan: dict[str, Any]) -> Any:
+    """The HParams tab of EXP/confirm: the searched parameters and the role (one value per
+    configuration) declared, sessions grouped by role."""
+    from visiontune.spec_file import Choice
+    from visiontune.sweep.tuner import TensorBoardView
+
+    roles = {config_key(c["config"]): c["role"] for c in plan["candidates"]}
+    declared = Choice(distribution="choice", values=[c["role"] for c in plan["candidates"]])
+    return TensorBoardView(
+        fixed={k: v for k, v in spec.fixed.items() if k != SEED_KEY},
+        search={**{k: v for k, v in spec.search.items() if k != SEED_KEY}, ROLE_KEY: declared},
+        session_of=RoleSessions(roles),
+    )
+
+
 def _run_config(spec: SweepSpec, plan: dict[str, Any], sub: Experiment, verbose: bool) -> Any:
     """The sweep's loggers, ledger, console, checkpoint retention and retries, in EXP/confirm."""
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from visiontune.sweep.tuner import run_config
 
-    from visiontune.callbacks import MirrorUploadCallback, TensorBoardCallback, TrialStatusCallback
-    from visiontune.console import ConsoleCallback
-    from visiontune.trainables import load_task
-
-    shown = _console_spec(spec, plan)
-    callbacks = [
-        CSVLoggerCallback(),
-        JsonLoggerCallback(),
-        TensorBoardCallback(sub.local, shown.fixed, shown.search, load_task(spec.task).METRICS),
-        TrialStatusCallback(sub.local, spec.epochs),
-        ConsoleCallback(sub.local, shown, verbose),
-    ]
-    if sub.uri:
-        callbacks.append(MirrorUploadCallback(sub))
-    objective = spec.objective
-    return tune.RunConfig(
-        name=sub.name,
-        storage_path=sub.ray_storage_path,
-        storage_filesystem=sub.filesystem,
-        callbacks=callbacks,
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=1,  # the best by the objective; Ray also keeps the latest (restore)
-            checkpoint_score_attribute=objective.metric,
-            checkpoint_score_order=objective.checkpoint_order,
-        ),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-    )
+    return run_config(spec, sub, verbose, _console_spec(spec, plan), _tensorboard_view(spec, plan))
 
 
 def build_confirm_tuner(

@@ -13,7 +13,12 @@
 
 `load_best` finds the checkpoint test_results.json's "tuned best" row was evaluated from (its
 trial's checkpoint of that epoch, named in the trial's result.json; else the copy `visiontune
-report` keeps in report/best_checkpoint/) and loads it through the task's own `load_model`
+report` keeps in report/best_checkpoint/). Where `visiontune confirm` ran and picked a tuned
+best (analysis/confirmation.py), it is that configuration's confirmation run with the training
+seed best_config.yaml names (the sweep's own seed where that run finished; else its first
+finished run): the checkpoint confirm.json's row was tested from, so the model, best_config.yaml
+and `visiontune train --config` all name the same run. It is loaded through the task's own
+`load_model`
 (trainables/contract.py): the task's model builder and checkpoint loading, the input
 preparation its training and evaluation use, and its class names. The model's input statistics
 come from the training data, so the sweep's dataset is decoded again (from spec.yaml's
@@ -28,7 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +56,65 @@ class TunedModel:
     classes: tuple[str, ...]
     task: str
     trial_id: str
+    """The sweep trial whose configuration it is."""
     epoch: int | None
     checkpoint: Path
     """The checkpoint directory it was loaded from."""
+    role: str = TUNED_BEST
+    """"tuned best" (the sweep's), or the confirmed configuration's role ("tuned #2", ...)."""
+    seed: int | None = None
+    """The confirmation run's training seed (None: the sweep's own trial)."""
+    scores: dict[str, Any] = field(default_factory=dict)
+    """The row it was tested in: test_results.json's tuned best, or its confirm.json row."""
+
+
+@dataclass(frozen=True)
+class BestRun:
+    """Which run is the tuned best: its row (test_results.json's or confirm.json's) and the
+    directory of the run that trained it (a sweep trial's, or a confirmation run's)."""
+
+    role: str
+    row: dict[str, Any]
+    run_dir: Path
+    seed: int | None = None  # a confirmation run's training seed
+
+
+def best_run(experiment: Any) -> BestRun | None:
+    """The confirmed tuned best's run where `visiontune confirm` picked one, else the sweep's
+    tested tuned best; None when neither exists."""
+    from visiontune.analysis.confirmation import load_confirmation
+    from visiontune.layout import CONFIRM_DIR
+
+    confirmation = load_confirmation(experiment)
+    if confirmation is not None and confirmation.best is not None:
+        runs = [
+            row
+            for row in sorted(confirmation.rows, key=lambda row: row["seed"])
+            if row["role"] == confirmation.best and not row.get("error") and row.get("run_id")
+        ]
+        own = sweep_seed(experiment, confirmation.trial_of(confirmation.best))
+        row = next((r for r in runs if r["seed"] == own), runs[0] if runs else None)
+        if row is not None:
+            run_dir = experiment.path / CONFIRM_DIR / f"trial_{row['run_id']}"
+            return BestRun(confirmation.best, row, run_dir, int(row["seed"]))
+    best = tuned_best(experiment)
+    trials = experiment.trials
+    if best is None or trials.empty:
+        return None
+    match = trials[trials["trial_id"] == best["trial_id"]]
+    if match.empty:
+        return None
+    return BestRun(TUNED_BEST, best, experiment.path / match.iloc[0]["dir"])
+
+
+def sweep_seed(experiment: Any, trial_id: str | None) -> int | None:
+    """The training seed the sweep's trial `trial_id` ran with (its `seed` parameter)."""
+    trials = experiment.trials
+    if trial_id is None or trials.empty or "config/seed" not in trials:
+        return None
+    match = trials[trials["trial_id"] == trial_id]
+    seed = match.iloc[0]["config/seed"] if not match.empty else None
+    return int(seed) if seed is not None and seed == seed else None
 
 
 def load_best(
@@ -67,7 +128,7 @@ def load_best(
     from visiontune.trainables import load_task
 
     experiment = load_experiment(experiment_dir)
-    best = tuned_best(experiment)
+    best = best_run(experiment)
     if best is None:
         raise InputError(
             f"{experiment.path}: no tested tuned best in test_results.json (the sweep did not "
@@ -87,9 +148,12 @@ def load_best(
         loaded.preprocess,
         loaded.classes,
         experiment.spec.task,
-        best["trial_id"],
-        best.get("epoch"),
+        best.row["trial_id"],
+        best.row.get("epoch"),
         checkpoint,
+        role=best.role,
+        seed=best.seed,
+        scores=dict(best.row),
     )
 
 
@@ -109,19 +173,23 @@ def tuned_best(experiment: Any) -> dict[str, Any] | None:
 
 
 def best_checkpoint_dir(experiment: Any) -> Path | None:
-    """The directory of the checkpoint the tuned-best row was evaluated from: its trial's
-    checkpoint of the row's epoch (the later report of an epoch trained twice, as the report
-    reads it). None when there is no such row, or the checkpoint is not on this disk (a sweep
-    on s3/gs keeps checkpoints in the bucket)."""
-    best = tuned_best(experiment)
-    history = experiment.history
-    if best is None or history.empty or "checkpoint_dir_name" not in history:
+    """The directory of the checkpoint the tuned best (`best_run`) was tested from: its run's
+    checkpoint of the row's epoch, as named in the run's result.json (the later report of an
+    epoch trained twice, as the report reads it). None when there is no such run, or the
+    checkpoint is not on this disk (a sweep on s3/gs keeps checkpoints in the bucket)."""
+    from visiontune.analysis.results import read_result_lines
+
+    best = best_run(experiment)
+    if best is None or best.row.get("epoch") is None:
         return None
-    rows = history[(history["trial_id"] == best["trial_id"]) & (history["epoch"] == best["epoch"])]
-    trials = experiment.trials[experiment.trials["trial_id"] == best["trial_id"]]
-    if rows.empty or trials.empty or not isinstance(rows.iloc[-1]["checkpoint_dir_name"], str):
+    names = [
+        result.get("checkpoint_dir_name")
+        for result in read_result_lines(best.run_dir / "result.json")
+        if int(result.get("epoch") or result.get("training_iteration") or 0) == best.row["epoch"]
+    ]
+    if not names or not isinstance(names[-1], str):
         return None
-    directory = experiment.path / trials.iloc[0]["dir"] / rows.iloc[-1]["checkpoint_dir_name"]
+    directory = best.run_dir / names[-1]
     return directory if directory.is_dir() else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from visiontune.analysis.confirmation import (
     spread,
     welch,
 )
+from visiontune.analysis.formats import latex_escape
 from visiontune.analysis.report import write_report
 from visiontune.best import Objective
 from visiontune.errors import InputError
@@ -233,3 +235,13 @@ def test_best_config_names_the_confirmed_configuration(confirmed):
     assert "confirmed over 3 training seeds: tuned #2, sweep trial 6d774a91" in header
     params = json.loads((confirmed / "trial_6d774a91" / "params.json").read_text())
     assert yaml.safe_load(text) == params
+
+
+def test_report_tex_has_report_mds_tables_in_report_mds_order(confirmed):
+    tex = (confirmed / "report" / "report.tex").read_text()
+    report = (confirmed / "report" / "report.md").read_text()
+    captions = re.findall(r"^\\caption\{(.*)\}$", tex, flags=re.MULTILINE)
+    headings = [latex_escape(line[3:]) for line in report.splitlines() if line.startswith("## ")]
+    shared = [h for h in headings if h in captions]
+    assert shared[0].startswith("Confirmed over 3 training seeds: seed configurations vs tuned")
+    assert len(shared) >= 3 and [c for c in captions if c in shared] == shared

@@ -7,6 +7,8 @@ Ray and Optuna are imported inside the functions (see `visiontune.sweep.compat`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,17 @@ from visiontune.layout import STUDY_FILE
 from visiontune.spec import SweepSpec
 from visiontune.storage import Experiment
 from visiontune.sweep.compat import use_own_tune_loggers
+
+
+@dataclass(frozen=True)
+class TensorBoardView:
+    """What the HParams tab is told: the fixed values and searched domains it declares, and how
+    a trial's config becomes its session (visiontune.callbacks.SessionOf; None: a group per
+    trial, recording its whole config)."""
+
+    fixed: Mapping[str, Any]
+    search: Mapping[str, Any]
+    session_of: Any = None
 
 
 def build_sampler(spec: SweepSpec) -> Any:
@@ -86,9 +99,20 @@ def wrapped_trainable(spec: SweepSpec, data: Any, task: Any = None) -> Any:
     )
 
 
-def _run_config(spec: SweepSpec, experiment: Experiment, verbose: bool = False) -> Any:
-    """Ray keeps its default verbosity: the console callback (visiontune.console) sends Ray's
-    output to the sweep log, and to the terminal only with `verbose`."""
+def run_config(
+    spec: SweepSpec,
+    experiment: Experiment,
+    verbose: bool = False,
+    shown: SweepSpec | None = None,
+    tensorboard: TensorBoardView | None = None,
+) -> Any:
+    """The RunConfig of a sweep, and of its confirmation (visiontune.confirm): Ray's CSV and
+    JSON loggers, TensorBoard, the ledger, the console, the mirror to a URI storage, checkpoint
+    retention by the objective and retries. `shown` is the spec the console prints trials by
+    (default `spec`); `tensorboard` what the HParams tab declares and groups (default: the
+    shown spec's parameters, a group per trial). Ray keeps its default verbosity: the console
+    callback (visiontune.console) sends Ray's output to the sweep log, and to the terminal
+    only with `verbose`."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -96,14 +120,15 @@ def _run_config(spec: SweepSpec, experiment: Experiment, verbose: bool = False) 
     from visiontune.console import ConsoleCallback
     from visiontune.trainables import load_task
 
-    exp_dir = experiment.local
+    exp_dir, shown = experiment.local, shown or spec
+    view = tensorboard or TensorBoardView(shown.fixed, shown.search)
     metrics = load_task(spec.task).METRICS
     callbacks = [
         CSVLoggerCallback(),
         JsonLoggerCallback(),
-        TensorBoardCallback(exp_dir, spec.fixed, spec.search, metrics),
+        TensorBoardCallback(exp_dir, view.fixed, view.search, metrics, view.session_of),
         TrialStatusCallback(exp_dir, spec.epochs),
-        ConsoleCallback(exp_dir, spec, verbose),
+        ConsoleCallback(exp_dir, shown, verbose),
     ]
     if experiment.uri:
         callbacks.append(MirrorUploadCallback(experiment))
@@ -168,7 +193,7 @@ def build_tuner(
         wrapped_trainable(spec, data, task),
         param_space=dict(spec.fixed),
         tune_config=tune_config,
-        run_config=_run_config(spec, experiment, verbose),
+        run_config=run_config(spec, experiment, verbose),
     )
 
 
