@@ -140,3 +140,17 @@ def classifier_test_accuracy(best: Any, test_dir: Path) -> float:
         ])  # fmt: skip
     correct = int((predicted == torch.tensor([label for _, label in files])).sum())
     return correct / len(files)
+
+
+def hparams_plugin_values(path: Path, tag: str) -> list[bytes]:
+    """The TensorBoard HParams plugin payloads written under `tag` in the event files directly
+    in `path`, read with TensorBoard's own event loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return [
+        value.metadata.plugin_data.content
+        for events in sorted(path.glob("events.out.tfevents.*"))
+        for event in EventFileLoader(str(events)).Load()
+        for value in event.summary.value
+        if value.tag == tag
+    ]

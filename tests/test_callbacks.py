@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CLASSIFIER_SPACE
+from support import CLASSIFIER_SPACE, hparams_plugin_values
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 from visiontune.callbacks import TensorBoardCallback, TrialStatusCallback
@@ -90,14 +89,7 @@ def _accumulator(path: Path) -> EventAccumulator:
 
 
 def _plugin_values(path: Path, tag: str) -> list[bytes]:
-    """The hparams plugin payloads written under `tag` in every event file of `path`."""
-    return [
-        value.metadata.plugin_data.content
-        for events in sorted(path.glob("events.out.tfevents.*"))
-        for event in EventFileLoader(str(events)).Load()
-        for value in event.summary.value
-        if value.tag == tag
-    ]
+    return hparams_plugin_values(path, tag)
 
 
 def _train(callback: Any, trial: FakeTrial, epochs: int) -> None:

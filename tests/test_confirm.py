@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import classifier_test_accuracy, copy_fixture, visiontune
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from support import classifier_test_accuracy, copy_fixture, hparams_plugin_values, visiontune
 from tensorboard.plugins.hparams import metadata
 
 from visiontune.analysis.results import is_number, load_experiment
@@ -35,15 +34,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _plugin_values(path: Path, tag: str) -> list[bytes]:
-    """The HParams plugin payloads written under `tag` in the event files directly in `path`,
-    read with TensorBoard's own event loader."""
-    return [
-        value.metadata.plugin_data.content
-        for events in sorted(path.glob("events.out.tfevents.*"))
-        for event in EventFileLoader(str(events)).Load()
-        for value in event.summary.value
-        if value.tag == tag
-    ]
+    return hparams_plugin_values(path, tag)
 
 
 def _session_start(run_dir: Path):
